@@ -1,0 +1,53 @@
+-- One row per contract table for the latest load: rows read from its files,
+-- rows accepted into staging and rows quarantined. Each count comes from its own
+-- table, so a row lost on the way shows up as raw_rows <> accepted + quarantined
+-- (the test assert_load_reconciles fails the build).
+with
+
+landed as (
+    select
+        source_table,
+        count(*) as files,
+        sum(rows + malformed_rows) as raw_rows,
+        any_value(load_id) as load_id,
+        max(landed_at) as landed_at
+    from {{ source('broker', 'landed_files') }}
+    group by source_table
+),
+
+accepted as (
+    {%- for table in ['accounts', 'trades', 'fees', 'balances', 'cash_flows'] %}
+    select '{{ table }}' as source_table, count(*) as accepted_rows
+    from {{ ref('stg_broker__' ~ table) }}
+    {% if not loop.last %}union all{% endif %}
+    {%- endfor %}
+),
+
+quarantined as (
+    select
+        source_table,
+        count(*) as quarantined_rows
+    from {{ ref('quarantine') }}
+    group by source_table
+),
+
+load as (
+    select
+        any_value(load_id) as load_id,
+        max(landed_at) as landed_at
+    from {{ source('broker', 'landed_files') }}
+)
+
+select
+    accepted.source_table,
+    coalesce(landed.files, 0) as files,
+    coalesce(landed.raw_rows, 0)::bigint as raw_rows,
+    accepted.accepted_rows::bigint as accepted_rows,
+    coalesce(quarantined.quarantined_rows, 0)::bigint as quarantined_rows,
+    load.load_id,
+    load.landed_at
+from accepted
+left join landed on accepted.source_table = landed.source_table
+left join quarantined on accepted.source_table = quarantined.source_table
+cross join load
+order by accepted.source_table

@@ -1,0 +1,68 @@
+-- Every raw account row, typed, with the rules it breaks (rejection_reason is
+-- NULL for a good row). Good rows become stg_broker__accounts; the rest go to
+-- audit.quarantine.
+with
+
+source as (
+    select
+        _source_file,
+        _source_row,
+        struct_pack(*columns(* exclude (_source_file, _source_row))) as original
+    from {{ source('broker', 'accounts') }}
+),
+
+typed as (
+    select
+        _source_file,
+        _source_row,
+        original,
+        -- ids
+        {{ clean_text('original.account_id') }} as account_id,
+        {{ clean_text('original.customer_id') }} as customer_id,
+        {{ clean_text('original.branch_id') }} as branch_id,
+        {{ clean_text('original.manager_id') }} as manager_id,
+        -- dates
+        {{ parse_date('original.open_date') }} as open_date,
+        {{ parse_date('original.close_date') }} as close_date,
+        -- categories
+        lower({{ clean_text('original.account_type') }}) as account_type,
+        lower({{ clean_text('original.customer_type') }}) as customer_type,
+        upper({{ clean_text('original.gender') }}) as gender,
+        upper({{ clean_text('original.risk_level') }}) as risk_level,
+        -- personal attributes
+        {{ parse_integer('original.birth_year') }} as birth_year
+    from source
+),
+
+{%- set rules = [
+    rule_missing('account_id'),
+    rule_missing('customer_id'),
+    rule_missing('open_date'),
+    rule_missing('account_type'),
+    rule_missing('branch_id'),
+    rule_date('open_date'),
+    rule_date('close_date'),
+    rule_not_future('open_date'),
+    rule_not_future('close_date'),
+    {
+        'code': 'close_before_open',
+        'condition': 'close_date < open_date',
+        'message': "'close_date ' || close_date || ' is before open_date ' || open_date",
+    },
+    rule_in('account_type', ['cash', 'margin']),
+    rule_in('customer_type', ['individual', 'institution']),
+    rule_in('gender', ['M', 'F', 'U']),
+    rule_in('risk_level', ['C1', 'C2', 'C3', 'C4', 'C5']),
+    rule_integer('birth_year'),
+    rule_range('birth_year', 'between 1900 and ' ~ load_year()),
+] %}
+
+checked as (
+    select
+        *,
+        {{ rejection_reason(rules) }} as rejection_reason,
+        {{ rejection_rules(rules) }} as rejection_rules
+    from typed
+)
+
+{{ judge_keys_and_accounts('checked', ['account_id'], check_account=false) }}

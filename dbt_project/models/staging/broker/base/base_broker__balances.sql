@@ -1,0 +1,53 @@
+-- Every raw balance snapshot row, typed, with the rules it breaks
+-- (rejection_reason is NULL for a good row). Good rows become
+-- stg_broker__balances; the rest go to audit.quarantine.
+with
+
+source as (
+    select
+        _source_file,
+        _source_row,
+        struct_pack(*columns(* exclude (_source_file, _source_row))) as original
+    from {{ source('broker', 'balances') }}
+),
+
+typed as (
+    select
+        _source_file,
+        _source_row,
+        original,
+        -- ids
+        {{ clean_text('original.account_id') }} as account_id,
+        -- dates
+        {{ parse_date('original.as_of_date') }} as as_of_date,
+        -- amounts
+        {{ parse_decimal('original.cash') }} as cash,
+        {{ parse_decimal('original.market_value') }} as market_value,
+        {{ parse_decimal('original.margin_debt') }} as margin_debt
+    from source
+),
+
+{%- set rules = [
+    rule_missing('account_id'),
+    rule_missing('as_of_date'),
+    rule_missing('cash'),
+    rule_missing('market_value'),
+    rule_date('as_of_date'),
+    rule_not_future('as_of_date'),
+    rule_number('cash'),
+    rule_number('market_value'),
+    rule_number('margin_debt'),
+    rule_range('cash', '>= 0'),
+    rule_range('market_value', '>= 0'),
+    rule_range('margin_debt', '>= 0'),
+] %}
+
+checked as (
+    select
+        *,
+        {{ rejection_reason(rules) }} as rejection_reason,
+        {{ rejection_rules(rules) }} as rejection_rules
+    from typed
+)
+
+{{ judge_keys_and_accounts('checked', ['account_id', 'as_of_date']) }}

@@ -1,0 +1,52 @@
+-- Every raw cash flow row, typed, with the rules it breaks (rejection_reason is
+-- NULL for a good row). Good rows become stg_broker__cash_flows; the rest go to
+-- audit.quarantine.
+with
+
+source as (
+    select
+        _source_file,
+        _source_row,
+        struct_pack(*columns(* exclude (_source_file, _source_row))) as original
+    from {{ source('broker', 'cash_flows') }}
+),
+
+typed as (
+    select
+        _source_file,
+        _source_row,
+        original,
+        -- ids
+        {{ clean_text('original.flow_id') }} as flow_id,
+        {{ clean_text('original.account_id') }} as account_id,
+        -- dates
+        {{ parse_date('original.flow_date') }} as flow_date,
+        -- categories
+        lower({{ clean_text('original.direction') }}) as direction,
+        -- amounts
+        {{ parse_decimal('original.amount') }} as amount
+    from source
+),
+
+{%- set rules = [
+    rule_missing('flow_id'),
+    rule_missing('account_id'),
+    rule_missing('flow_date'),
+    rule_missing('direction'),
+    rule_missing('amount'),
+    rule_date('flow_date'),
+    rule_not_future('flow_date'),
+    rule_in('direction', ['in', 'out']),
+    rule_number('amount'),
+    rule_range('amount', '> 0'),
+] %}
+
+checked as (
+    select
+        *,
+        {{ rejection_reason(rules) }} as rejection_reason,
+        {{ rejection_rules(rules) }} as rejection_rules
+    from typed
+)
+
+{{ judge_keys_and_accounts('checked', ['flow_id']) }}

@@ -1,0 +1,54 @@
+-- Every raw fee row, typed, with the rules it breaks (rejection_reason is NULL
+-- for a good row). Good rows become stg_broker__fees; the rest go to
+-- audit.quarantine.
+with
+
+source as (
+    select
+        _source_file,
+        _source_row,
+        struct_pack(*columns(* exclude (_source_file, _source_row))) as original
+    from {{ source('broker', 'fees') }}
+),
+
+typed as (
+    select
+        _source_file,
+        _source_row,
+        original,
+        -- ids
+        {{ clean_text('original.fee_id') }} as fee_id,
+        {{ clean_text('original.account_id') }} as account_id,
+        {{ clean_text('original.trade_id') }} as trade_id,
+        -- dates
+        {{ parse_date('original.fee_date') }} as fee_date,
+        -- categories
+        lower({{ clean_text('original.fee_type') }}) as fee_type,
+        -- amounts
+        {{ parse_decimal('original.amount') }} as amount
+    from source
+),
+
+{%- set rules = [
+    rule_missing('fee_id'),
+    rule_missing('account_id'),
+    rule_missing('fee_date'),
+    rule_missing('fee_type'),
+    rule_missing('amount'),
+    rule_date('fee_date'),
+    rule_not_future('fee_date'),
+    rule_in('fee_type', [
+        'commission', 'margin_interest', 'stamp_duty', 'transfer_fee', 'exchange_fee', 'other'
+    ]),
+    rule_number('amount'),
+] %}
+
+checked as (
+    select
+        *,
+        {{ rejection_reason(rules) }} as rejection_reason,
+        {{ rejection_rules(rules) }} as rejection_rules
+    from typed
+)
+
+{{ judge_keys_and_accounts('checked', ['fee_id']) }}

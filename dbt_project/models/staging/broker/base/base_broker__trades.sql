@@ -1,0 +1,65 @@
+-- Every raw trade row, typed, with the rules it breaks (rejection_reason is NULL
+-- for a good row). Good rows become stg_broker__trades; the rest go to
+-- audit.quarantine.
+with
+
+source as (
+    select
+        _source_file,
+        _source_row,
+        struct_pack(*columns(* exclude (_source_file, _source_row))) as original
+    from {{ source('broker', 'trades') }}
+),
+
+typed as (
+    select
+        _source_file,
+        _source_row,
+        original,
+        -- ids
+        {{ clean_text('original.trade_id') }} as trade_id,
+        {{ clean_text('original.account_id') }} as account_id,
+        {{ clean_text('original.symbol') }} as symbol,
+        -- dates
+        {{ parse_date('original.trade_date') }} as trade_date,
+        -- categories
+        lower({{ clean_text('original.asset_class') }}) as asset_class,
+        upper({{ clean_text('original.side') }}) as side,
+        -- amounts
+        {{ parse_decimal('original.quantity') }} as quantity,
+        {{ parse_decimal('original.price') }} as price,
+        {{ parse_decimal('original.amount') }} as amount
+    from source
+),
+
+{%- set rules = [
+    rule_missing('trade_id'),
+    rule_missing('account_id'),
+    rule_missing('trade_date'),
+    rule_missing('symbol'),
+    rule_missing('asset_class'),
+    rule_missing('side'),
+    rule_missing('quantity'),
+    rule_missing('price'),
+    rule_missing('amount'),
+    rule_date('trade_date'),
+    rule_not_future('trade_date'),
+    rule_in('asset_class', ['stock', 'fund', 'bond', 'option', 'other']),
+    rule_in('side', ['B', 'S']),
+    rule_number('quantity'),
+    rule_number('price'),
+    rule_number('amount'),
+    rule_range('quantity', '> 0'),
+    rule_range('price', '> 0'),
+    rule_range('amount', '> 0'),
+] %}
+
+checked as (
+    select
+        *,
+        {{ rejection_reason(rules) }} as rejection_reason,
+        {{ rejection_rules(rules) }} as rejection_rules
+    from typed
+)
+
+{{ judge_keys_and_accounts('checked', ['trade_id']) }}

@@ -1,0 +1,48 @@
+"""Configuration from the environment, with defaults that work out of the box."""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
+DEFAULT_RAW_DIR = REPO_ROOT / "seeds" / "sample"
+DEFAULT_WAREHOUSE = REPO_ROOT / "data" / "warehouse.duckdb"
+
+
+class ConfigError(ValueError):
+    """An environment variable holds a value the pipeline cannot use."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    raw_dir: Path  # TIERS_RAW_DIR: the landing folder
+    warehouse: Path  # TIERS_WAREHOUSE: the published DuckDB file
+    as_of: dt.date | None  # TIERS_AS_OF: month-end to grade as of; None = last complete month
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
+        raw_dir = Path(environ.get("TIERS_RAW_DIR") or DEFAULT_RAW_DIR).expanduser().resolve()
+        warehouse = Path(environ.get("TIERS_WAREHOUSE") or DEFAULT_WAREHOUSE).expanduser().resolve()
+        return cls(raw_dir, warehouse, parse_as_of(environ.get("TIERS_AS_OF") or None))
+
+
+def parse_as_of(text: str | None) -> dt.date | None:
+    """Parse TIERS_AS_OF: a month-end date, YYYY-MM-DD."""
+    if text is None:
+        return None
+    try:
+        day = dt.date.fromisoformat(text.strip())
+    except ValueError:
+        raise ConfigError(f"TIERS_AS_OF={text!r} is not a date (YYYY-MM-DD)") from None
+    if day.day != calendar.monthrange(day.year, day.month)[1]:
+        raise ConfigError(
+            f"TIERS_AS_OF={text!r} is not a month-end date "
+            f"(e.g. {day.replace(day=calendar.monthrange(day.year, day.month)[1])})"
+        )
+    return day

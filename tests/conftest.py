@@ -1,0 +1,70 @@
+"""Shared fixtures: small generated landing folders and warehouses built from them."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from orchestration.config import Settings
+from orchestration.pipeline import run
+from seeds.generate import generate
+
+END = dt.date(2026, 10, 31)
+LOAD_DATE = dt.date(2026, 11, 21)  # the "day of the load" the tests pretend it is
+
+
+def make_landing(
+    out: Path,
+    customers: int = 400,
+    months: int = 14,
+    seed: int = 7,
+    fmt: str = "csv",
+    parts: int = 1,
+    dirty: bool = False,
+) -> Path:
+    generate(out, customers, months, END, seed, fmt, parts, dirty)
+    return out
+
+
+def build(raw_dir: Path, warehouse: Path) -> Path:
+    run(Settings(raw_dir, warehouse, None), load_date=LOAD_DATE)
+    return warehouse
+
+
+def query(warehouse: Path, sql: str, params: list | None = None) -> list[tuple]:
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        return con.execute(sql, params or []).fetchall()
+
+
+def tree_digest(folder: Path) -> dict[str, str]:
+    """Content hash of every file under ``folder``, by relative path."""
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="session")
+def clean_landing(tmp_path_factory) -> Path:
+    return make_landing(tmp_path_factory.mktemp("clean"))
+
+
+@pytest.fixture(scope="session")
+def clean_warehouse(clean_landing, tmp_path_factory) -> Path:
+    return build(clean_landing, tmp_path_factory.mktemp("wh_clean") / "warehouse.duckdb")
+
+
+@pytest.fixture(scope="session", params=[("csv", 3), ("parquet", 1)], ids=["csv-parts", "parquet"])
+def dirty_landing(request, tmp_path_factory) -> Path:
+    fmt, parts = request.param
+    return make_landing(tmp_path_factory.mktemp(f"dirty_{fmt}"), fmt=fmt, parts=parts, dirty=True)
+
+
+@pytest.fixture(scope="session")
+def dirty_warehouse(dirty_landing, tmp_path_factory) -> Path:
+    return build(dirty_landing, tmp_path_factory.mktemp("wh_dirty") / "warehouse.duckdb")

@@ -1,0 +1,200 @@
+"""Raw rows end up in staging or in quarantine, never lost, with reasons a person can read."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+
+import duckdb
+import pytest
+
+from orchestration.config import DBT_PROJECT_DIR
+from orchestration.landing import CONTRACT
+from orchestration.pipeline import dbt_command, dbt_env
+from seeds.dirty import KEYS
+from tests.conftest import LOAD_DATE, build, make_landing, query
+
+KEY_SQL = {
+    table: " || '|' || ".join(f"json_extract_string(record, '{k}')" for k in keys)
+    for table, keys in KEYS.items()
+}
+
+
+def reconciliation(warehouse):
+    return {
+        row[0]: row[1:]
+        for row in query(
+            warehouse,
+            "select source_table, raw_rows, accepted_rows, quarantined_rows "
+            "from audit.load_reconciliation",
+        )
+    }
+
+
+def raw_row_counts(landing):
+    """Rows per table counted straight from the files, independently of the pipeline."""
+    counts = {}
+    with duckdb.connect() as con:
+        for table in CONTRACT:
+            files = sorted(landing.glob(f"{table}.*")) + sorted(landing.glob(f"{table}/*"))
+            total = 0
+            for path in files:
+                if path.suffix == ".csv":
+                    with path.open(encoding="utf-8", newline="") as handle:
+                        total += sum(1 for _ in csv.reader(handle)) - 1
+                else:
+                    total += con.execute(f"select count(*) from '{path}'").fetchone()[0]
+            counts[table] = total
+    return counts
+
+
+def test_clean_data_is_all_accepted(clean_landing, clean_warehouse):
+    raw = raw_row_counts(clean_landing)
+    assert reconciliation(clean_warehouse) == {t: (n, n, 0) for t, n in raw.items()}
+    assert query(clean_warehouse, "select count(*) from audit.quarantine") == [(0,)]
+
+
+def test_every_raw_row_is_accepted_or_quarantined(dirty_landing, dirty_warehouse):
+    raw = raw_row_counts(dirty_landing)
+    for table, (raw_rows, accepted, quarantined) in reconciliation(dirty_warehouse).items():
+        assert raw_rows == raw[table] == accepted + quarantined, table
+        assert quarantined > 0, table
+
+
+def test_quarantine_holds_exactly_the_planted_rows(dirty_landing, dirty_warehouse):
+    with (dirty_landing / "_dirty_manifest.csv").open(encoding="utf-8") as handle:
+        planted = [(r["source_table"], r["key"], r["rule"]) for r in csv.DictReader(handle)]
+    found = []
+    for table in CONTRACT:
+        found += query(
+            dirty_warehouse,
+            f"""
+            select source_table, coalesce({KEY_SQL[table]}, ''), rule from audit.quarantine
+            where source_table = '{table}' and rule <> 'malformed_line'
+            union all
+            select source_table, '', rule from audit.quarantine
+            where source_table = '{table}' and rule = 'malformed_line'""",
+        )
+    assert sorted(found) == sorted(planted)
+
+
+def test_each_quarantined_row_has_a_reason_and_its_original_values(dirty_landing, dirty_warehouse):
+    rows = query(
+        dirty_warehouse,
+        "select source_table, rule, reason, record, source_file from audit.quarantine",
+    )
+    for table, rule, reason, record, source_file in rows:
+        assert reason.startswith(rule + ": ") and len(reason) > len(rule) + 10
+        assert (dirty_landing / source_file).is_file()
+        values = json.loads(record)
+        if rule == "malformed_line":
+            assert set(values) == {"line"} and values["line"]
+        else:
+            assert set(values) == set(CONTRACT[table].columns)
+
+
+def test_reasons_quote_the_offending_value(dirty_warehouse):
+    reasons = [r[0] for r in query(dirty_warehouse, "select reason from audit.quarantine")]
+    for bad in [
+        "'2023-02-30'",
+        "'premium'",
+        "'1,234.50'",
+        "'crypto'",
+        "'sideways'",
+        "'n/a'",
+        "'A_UNKNOWN' is not in accounts",
+        "'A_DIRTY_03' belongs to an account row that was quarantined",
+        "is after the load date " + LOAD_DATE.isoformat(),
+    ]:
+        assert any(bad in reason for reason in reasons), bad
+
+
+def test_duplicates_keep_the_first_row(dirty_landing, dirty_warehouse):
+    for table, keys in KEYS.items():
+        key = " || '|' || ".join(f"{k}::varchar" for k in keys)
+        kept = query(
+            dirty_warehouse,
+            f"""
+            select {key}, min(source_file || ':' || lpad(source_row::varchar, 9, '0')),
+                   count(*)
+            from staging.stg_broker__{table} group by all having count(*) > 1""",
+        )
+        assert kept == [], table
+    duplicates = query(
+        dirty_warehouse,
+        """
+        select q.source_file, q.source_row, s.source_file, s.source_row
+        from audit.quarantine q
+        join staging.stg_broker__trades s
+          on s.trade_id = json_extract_string(q.record, 'trade_id')
+        where q.rule = 'duplicate_key' and q.source_table = 'trades'""",
+    )
+    assert duplicates
+    for q_file, q_row, s_file, s_row in duplicates:
+        assert (s_file, s_row) < (q_file, q_row)
+
+
+def test_staging_types_the_values(clean_warehouse):
+    types = dict(
+        query(
+            clean_warehouse,
+            """select column_name, data_type
+        from information_schema.columns
+        where table_schema = 'staging' and table_name = 'stg_broker__trades'""",
+        )
+    )
+    assert types["trade_date"] == "DATE"
+    assert types["amount"].startswith("DECIMAL")
+    assert query(
+        clean_warehouse,
+        "select count(*) from staging.stg_broker__balances where margin_debt is null",
+    ) == [(0,)]
+
+
+def test_the_reconciliation_check_fails_when_a_row_is_lost(clean_landing, tmp_path):
+    warehouse = build(clean_landing, tmp_path / "warehouse.duckdb")
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute("delete from staging.base_broker__fees where _source_row = 1")
+    env = dbt_env(warehouse)
+    rebuild = subprocess.run(
+        dbt_command(["run", "--select", "load_reconciliation"], LOAD_DATE),
+        cwd=DBT_PROJECT_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert rebuild.returncode == 0, rebuild.stdout
+    check = subprocess.run(
+        dbt_command(["test", "--select", "assert_load_reconciles"], LOAD_DATE),
+        cwd=DBT_PROJECT_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert check.returncode != 0
+    assert "assert_load_reconciles" in check.stdout
+
+
+@pytest.mark.parametrize("load_date_offset", [0, -40])
+def test_future_is_relative_to_the_load_date(tmp_path, load_date_offset):
+    """Data dated after the load date is quarantined; the same rows pass when loaded later."""
+    import datetime as dt
+
+    from orchestration.config import Settings
+    from orchestration.pipeline import run
+
+    landing = make_landing(tmp_path / "landing", customers=80, months=3)
+    load_date = LOAD_DATE + dt.timedelta(days=load_date_offset)
+    run(Settings(landing, tmp_path / "warehouse.duckdb", None), load_date=load_date)
+    future = query(
+        tmp_path / "warehouse.duckdb",
+        "select count(*) from audit.quarantine where rule = 'future_date'",
+    )[0][0]
+    with duckdb.connect() as con:
+        expected = con.execute(
+            f"select count(*) from read_csv('{landing}/trades.csv') "
+            f"where trade_date > date '{load_date}'"
+        ).fetchone()[0]
+    assert (future > 0) == (load_date_offset < 0)
+    assert future >= expected

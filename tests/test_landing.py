@@ -1,0 +1,188 @@
+"""Whole-file problems stop the load with a message naming the file (and the column)."""
+
+from __future__ import annotations
+
+import shutil
+
+import duckdb
+import pytest
+
+from orchestration.landing import LandingError, discover, land
+from tests.conftest import make_landing
+
+
+@pytest.fixture
+def landing(tmp_path):
+    return make_landing(tmp_path / "landing", customers=60, months=4)
+
+
+def rewrite_header(path, old, new):
+    text = path.read_text(encoding="utf-8")
+    header, rest = text.split("\n", 1)
+    path.write_text(header.replace(old, new) + "\n" + rest, encoding="utf-8")
+
+
+def landed(folder):
+    con = duckdb.connect()
+    land(con, discover(folder), "test")
+    return con
+
+
+def test_missing_required_table_is_named(landing):
+    (landing / "fees.csv").unlink()
+    with pytest.raises(LandingError, match=r"required table 'fees' is missing"):
+        discover(landing)
+
+
+def test_optional_table_may_be_absent(landing):
+    (landing / "cash_flows.csv").unlink()
+    con = landed(landing)
+    assert con.execute("select count(*) from raw.cash_flows").fetchone() == (0,)
+
+
+def test_missing_required_column_names_file_and_column(landing):
+    rewrite_header(landing / "trades.csv", ",amount", ",amount_cny")
+    with pytest.raises(LandingError) as error:
+        discover(landing)
+    assert "trades.csv" in str(error.value)
+    assert "'amount'" in str(error.value)
+
+
+def test_missing_column_in_parquet_part_is_named(tmp_path):
+    folder = make_landing(tmp_path / "pq", customers=60, months=4, fmt="parquet", parts=2)
+    part = folder / "balances" / "part-00001.parquet"
+    with duckdb.connect() as con:
+        con.execute(
+            f"copy (select * exclude (cash) from read_parquet('{part}')) "
+            f"to '{part}.tmp' (format parquet)"
+        )
+    part.with_name(part.name + ".tmp").replace(part)
+    with pytest.raises(LandingError, match=r"part-00001\.parquet: required column 'cash' missing"):
+        discover(folder)
+
+
+def test_optional_column_may_be_absent_and_extra_columns_are_ignored(landing):
+    with duckdb.connect() as con:
+        path = landing / "balances.csv"
+        con.execute(
+            f"copy (select 'x' as note, * exclude (margin_debt) from read_csv('{path}', "
+            f"all_varchar = true)) to '{path}.tmp' (header)"
+        )
+    (landing / "balances.csv.tmp").replace(landing / "balances.csv")
+    con = landed(landing)
+    columns = [r[0] for r in con.execute("describe raw.balances").fetchall()]
+    assert "note" not in columns
+    assert con.execute(
+        "select count(*) from raw.balances where margin_debt is not null"
+    ).fetchone() == (0,)
+
+
+def test_header_names_match_in_any_case_and_order(landing):
+    path = landing / "cash_flows.csv"
+    with duckdb.connect() as con:
+        con.execute(
+            f'copy (select amount as " AMOUNT ", direction as Direction, flow_date, '
+            f"account_id, flow_id from read_csv('{path}', all_varchar = true)) "
+            f"to '{path}.tmp' (header)"
+        )
+        expected = con.execute(f"select sum(amount::double) from read_csv('{path}')").fetchone()
+    (landing / "cash_flows.csv.tmp").replace(path)
+    con = landed(landing)
+    assert con.execute("select sum(amount::double) from raw.cash_flows").fetchone() == expected
+
+
+def test_duplicate_column_in_header_is_named(landing):
+    rewrite_header(landing / "accounts.csv", "branch_id", "account_id")
+    with pytest.raises(LandingError, match=r"accounts\.csv: column 'account_id' appears more"):
+        discover(landing)
+
+
+def test_empty_file_is_named(landing):
+    (landing / "accounts.csv").write_bytes(b"")
+    with pytest.raises(LandingError, match=r"accounts\.csv is empty"):
+        discover(landing)
+
+
+def test_header_only_file_lands_zero_rows(landing):
+    path = landing / "cash_flows.csv"
+    path.write_text(path.read_text(encoding="utf-8").split("\n", 1)[0] + "\n", encoding="utf-8")
+    assert landed(landing).execute("select count(*) from raw.cash_flows").fetchone() == (0,)
+
+
+def test_non_utf8_file_is_named(landing):
+    path = landing / "accounts.csv"
+    text = path.read_text(encoding="utf-8").replace("B00", "营业部", 1)
+    path.write_bytes(text.encode("gbk"))
+    with pytest.raises(LandingError, match=r"accounts\.csv is not UTF-8 encoded \(first bad line"):
+        landed(landing)
+
+
+def test_non_utf8_header_is_named(landing):
+    path = landing / "trades.csv"
+    path.write_bytes("交易编号,".encode("gbk") + path.read_bytes())
+    with pytest.raises(LandingError, match=r"trades\.csv is not UTF-8 encoded \(header row"):
+        discover(landing)
+
+
+def test_unreadable_parquet_is_named(tmp_path):
+    folder = make_landing(tmp_path / "pq", customers=60, months=4, fmt="parquet")
+    (folder / "fees.parquet").write_bytes(b"PAR1 this is not parquet")
+    with pytest.raises(LandingError, match=r"fees\.parquet cannot be read as Parquet"):
+        discover(folder)
+
+
+def test_a_table_given_twice_is_refused(landing):
+    (landing / "trades").mkdir()
+    shutil.copy(landing / "trades.csv", landing / "trades" / "part-0.csv")
+    with pytest.raises(LandingError, match=r"table 'trades' is given more than once"):
+        discover(landing)
+
+
+def test_folder_without_parts_is_refused(landing):
+    (landing / "fees.csv").unlink()
+    (landing / "fees").mkdir()
+    (landing / "fees" / "README.txt").write_text("nothing here")
+    with pytest.raises(LandingError, match=r"holds no \.csv or \.parquet part files"):
+        discover(landing)
+
+
+def test_missing_landing_folder_is_named(tmp_path):
+    with pytest.raises(LandingError, match=r"does not exist.*TIERS_RAW_DIR"):
+        discover(tmp_path / "nowhere")
+
+
+def test_mixed_formats_in_one_folder_are_all_read(tmp_path):
+    folder = make_landing(tmp_path / "mixed", customers=60, months=4, parts=2)
+    part = folder / "trades" / "part-00001.csv"
+    with duckdb.connect() as con:
+        expected = con.execute(f"select count(*) from read_csv('{folder}/trades/*.csv')").fetchone()
+        con.execute(
+            f"copy (select * from read_csv('{part}')) to "
+            f"'{part.with_suffix('.parquet')}' (format parquet)"
+        )
+    part.unlink()
+    con = landed(folder)
+    assert con.execute("select count(*) from raw.trades").fetchone() == expected
+    assert con.execute("select count(distinct _source_file) from raw.trades").fetchone() == (2,)
+
+
+def test_parquet_timestamps_in_date_columns_become_dates(tmp_path):
+    folder = make_landing(tmp_path / "pq", customers=60, months=4, fmt="parquet")
+    path = folder / "cash_flows.parquet"
+    with duckdb.connect() as con:
+        con.execute(
+            f"copy (select * replace (flow_date::timestamp as flow_date) "
+            f"from read_parquet('{path}')) to '{path}.tmp' (format parquet)"
+        )
+    path.with_name(path.name + ".tmp").replace(path)
+    con = landed(folder)
+    assert con.execute(
+        "select count(*) from raw.cash_flows where not "
+        "regexp_full_match(flow_date, '\\d{4}-\\d{2}-\\d{2}')"
+    ).fetchone() == (0,)
+
+
+def test_files_starting_with_underscore_or_unknown_tables_are_ignored(landing):
+    (landing / "notes.csv").write_text("a,b\n1,2\n")
+    files = discover(landing)
+    assert {f.table for f in files} == {"accounts", "trades", "fees", "balances", "cash_flows"}

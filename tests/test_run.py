@@ -1,0 +1,106 @@
+"""`python -m orchestration run`: the headless job as cron and the README use it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from orchestration import pipeline
+from orchestration.config import REPO_ROOT, ConfigError, Settings, parse_as_of
+from tests.conftest import make_landing, tree_digest
+
+
+def run_cli(raw_dir, warehouse, **env):
+    environ = {
+        **os.environ,
+        "TIERS_RAW_DIR": str(raw_dir),
+        "TIERS_WAREHOUSE": str(warehouse),
+        **env,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "orchestration", "run"],
+        cwd=REPO_ROOT,
+        env=environ,
+        capture_output=True,
+        text=True,
+    )
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory):
+    """A landing folder, its digest before the run, and a warehouse published from it."""
+    root = tmp_path_factory.mktemp("run")
+    landing = make_landing(root / "landing", customers=120, months=6, dirty=True)
+    before = tree_digest(landing)
+    done = run_cli(landing, root / "out" / "warehouse.duckdb")
+    return landing, before, root / "out" / "warehouse.duckdb", done
+
+
+def test_run_publishes_and_prints_a_summary(published):
+    _, _, warehouse, done = published
+    assert done.returncode == 0, done.stderr
+    assert warehouse.is_file()
+    assert not (warehouse.parent / ".build").exists()
+    for table in ["accounts", "trades", "fees", "balances", "cash_flows"]:
+        assert table in done.stdout
+    assert "Quarantined by rule:" in done.stdout and "duplicate_key" in done.stdout
+
+
+def test_run_never_modifies_the_raw_files(published):
+    landing, before, _, _ = published
+    assert tree_digest(landing) == before
+
+
+def test_bad_file_fails_clearly_and_leaves_the_published_warehouse(published, tmp_path):
+    landing, _, warehouse, _ = published
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for path in landing.iterdir():
+        if path.is_file():
+            (broken / path.name).write_bytes(path.read_bytes())
+    text = (broken / "accounts.csv").read_text(encoding="utf-8")
+    (broken / "accounts.csv").write_text(text.replace("open_date", "opened", 1), encoding="utf-8")
+    before = warehouse.read_bytes()
+    done = run_cli(broken, warehouse)
+    assert done.returncode == 2
+    assert "accounts.csv" in done.stderr and "'open_date'" in done.stderr
+    assert "Nothing was published" in done.stderr
+    assert warehouse.read_bytes() == before
+
+
+def test_failed_dbt_build_leaves_the_published_warehouse(published, monkeypatch):
+    landing, _, warehouse, _ = published
+    before = warehouse.read_bytes()
+    failing_test = ["sh", "-c", "echo 'Failure in test assert_load_reconciles'; exit 1"]
+    monkeypatch.setattr(pipeline, "dbt_command", lambda args, load_date: failing_test)
+    with pytest.raises(pipeline.PipelineError, match="is unchanged"):
+        pipeline.run(Settings(landing, warehouse, None))
+    assert warehouse.read_bytes() == before
+
+
+def test_run_rejects_a_bad_as_of(published):
+    landing, _, warehouse, _ = published
+    done = run_cli(landing, warehouse, TIERS_AS_OF="2026-10-15")
+    assert done.returncode == 2
+    assert "TIERS_AS_OF" in done.stderr and "month-end" in done.stderr
+
+
+def test_settings_defaults_work_out_of_the_box():
+    settings = Settings.from_env({})
+    assert settings.raw_dir == REPO_ROOT / "seeds" / "sample"
+    assert (settings.raw_dir / "accounts.csv").is_file()
+    assert settings.warehouse == REPO_ROOT / "data" / "warehouse.duckdb"
+    assert settings.as_of is None
+
+
+@pytest.mark.parametrize("text", ["2026-02-30", "31/10/2026", "2026-10-30"])
+def test_as_of_must_be_a_month_end_date(text):
+    with pytest.raises(ConfigError):
+        parse_as_of(text)
+
+
+def test_as_of_accepts_month_ends():
+    assert str(parse_as_of("2024-02-29")) == "2024-02-29"

@@ -1,0 +1,755 @@
+"""The tiering model: indicators in, named tiers out, month after month.
+
+:class:`TieringModel` chains the steps of the brokerage studies:
+
+1. **dormant rule** (before any statistics): a customer with no trade for
+   ``dormant_min_recency_days`` (default 365: none in the 12-month window, whose
+   ``recency_days`` is then window + 1 = 366) who has been a customer for at
+   least ``dormant_min_tenure_months`` is ``sleeping``, segment 0.
+2. :class:`~ml.preprocessing.IndicatorPreprocessor` (impute, signed log,
+   winsorise, standardise), fitted on the remaining customers;
+3. :class:`~ml.factor.FactorAnalyzer` (KMO, Bartlett, principal components,
+   varimax, regression scores);
+4. :class:`~ml.segmentation.KMeansSegmenter` on the factor scores, segments
+   1..k;
+5. :func:`~ml.naming.name_segments`: segments named as tiers from their
+   profiles.
+
+**Why dormant customers are found by a rule, not by the clustering.**
+"No trade for twelve months" is a business definition, not a pattern to
+discover: a rule finds exactly those customers, says so in one line, and does
+not move when the rest of the book changes. Left in, they are a point mass
+(every activity indicator at its floor, recency at its cap) that can be a
+fifth of the book: they dominate the correlation matrix, cost a K-means
+segment that the active customers need (a small VIP group otherwise risks
+being merged), and they still would have to be named sleeping afterwards. The
+tenure condition keeps a freshly opened account that has not traded yet out
+of ``sleeping``: it is clustered and usually lands in ``potential``. Set
+``dormant_min_recency_days=None`` to let the clustering find them instead;
+the naming rule for ``sleeping`` (median recency) then names that segment.
+
+**Stability.** ``fit(X, previous=model)`` carries segment identity: the
+previous model assigns this month's customers to its segments, the means of
+those groups in the *new* factor space are the starting centroids of a single
+K-means run, so segment i grows out of last month's segment i and keeps its id
+and (with ``keep_names``) its tier name. New factors are first aligned to the
+previous loadings (order and sign) so that ``factor_1`` keeps its meaning. If
+k changed, a fresh multi-start fit is matched to those starting centroids by
+the Hungarian algorithm; unmatched segments get new ids and rule-based names.
+
+**Assignment without refit.** ``predict``/``assign`` apply the dormant rule,
+then score and take the nearest centroid; the training rows get exactly the
+labels of the fit (``labels_``).
+
+**Persistence.** :meth:`TieringModel.to_tables` writes plain DataFrames (see
+its docstring) and :meth:`TieringModel.from_tables` reads them back;
+predictions from the loaded model are identical.
+
+Everything runs single-threaded in BLAS and OpenMP so the output does not
+depend on the machine's thread count.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator
+from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+from sklearn.utils.validation import check_is_fitted
+from threadpoolctl import threadpool_limits
+
+from ml.factor import BartlettResult, FactorAnalyzer
+from ml.naming import DEFAULT_RULES, TIER_RANK, NamingRules, name_segments
+from ml.preprocessing import (
+    INDICATOR_COLUMNS,
+    LOG_COLUMNS,
+    IndicatorPreprocessor,
+    select_indicators,
+)
+from ml.segmentation import (
+    KMeansSegmenter,
+    cluster_quality,
+    k_diagnostics,
+    match_segments,
+    nearest_centroid,
+)
+
+#: Segment id of the customers the dormant rule sets aside.
+DORMANT_SEGMENT = 0
+
+TABLE_FORMAT_VERSION = 1
+
+_TABLES = (
+    "model_params",
+    "model_indicators",
+    "model_components",
+    "model_factors",
+    "model_loadings",
+    "model_centroids",
+    "model_segments",
+    "model_segment_profiles",
+    "model_quality",
+)
+
+
+_SEGMENT_COLUMNS = (
+    "segment",
+    "tier",
+    "tier_rank",
+    "source",
+    "rule",
+    "n_customers",
+    "share",
+    "value_score",
+    "revenue_score",
+    "activity_score",
+    "growth_score",
+)
+
+
+class TieringModel(BaseEstimator):
+    """Grade customers into named tiers from their indicators.
+
+    Parameters
+    ----------
+    columns : sequence of str
+        Indicator columns the factor analysis uses.
+    log_columns : sequence of str
+        Columns that get the signed log (skewed money, counts, turnover).
+    winsor_quantiles : (float, float)
+        Clip quantiles learned after the log.
+    n_factors : int or None
+        Fixed number of factors, or None for eigenvalue > ``min_eigenvalue``.
+    min_eigenvalue : float
+    min_kmo : float
+        KMO below this is flagged (warning and ``quality_["kmo_adequate"] == 0``).
+    n_clusters : int
+        K-means segments (the dormant rule's segment 0 comes on top).
+    n_init, max_iter : int
+        K-means starts and iterations.
+    random_state : int
+        Seed for K-means, the silhouette sample and the discriminant check.
+    dormant_min_recency_days : float or None
+        ``recency_days`` at or above which a customer counts as dormant; None
+        turns the dormant rule off.
+    dormant_min_tenure_months : float
+        A dormant customer must also have at least this ``tenure_months``.
+    naming : NamingRules
+        Thresholds of the naming rules (see :mod:`ml.naming`).
+    keep_names : bool
+        With a previous model, carried segments keep their previous tier names.
+    silhouette_sample_size : int
+        Rows (seeded sample) the silhouette is computed on.
+    n_drivers : int
+        Indicators listed per customer by :meth:`explain`.
+
+    Attributes
+    ----------
+    preprocessor_ : IndicatorPreprocessor
+    factor_model_ : FactorAnalyzer
+    segmenter_ : KMeansSegmenter
+    segments_ : DataFrame
+        One row per segment: ``segment``, ``tier``, ``tier_rank``, ``source``
+        (``kmeans`` or ``dormant_rule``), ``rule`` (which naming rule fired, or
+        ``carried``), ``n_customers``, ``share``, the naming scores.
+    profiles_ : DataFrame
+        Long: ``segment``, ``indicator``, ``median`` (original units), ``mean_z``.
+    labels_ : ndarray of int (n,)
+        Segment per training row (0 = dormant rule).
+    tiers_ : ndarray of str (n,)
+        Tier per training row.
+    quality_ : dict[str, float]
+        Model-quality figures (see :meth:`to_tables`, ``model_quality``).
+    """
+
+    def __init__(
+        self,
+        columns: Sequence[str] = INDICATOR_COLUMNS,
+        log_columns: Sequence[str] = LOG_COLUMNS,
+        winsor_quantiles: tuple[float, float] = (0.005, 0.995),
+        n_factors: int | None = None,
+        min_eigenvalue: float = 1.0,
+        min_kmo: float = 0.6,
+        n_clusters: int = 6,
+        n_init: int = 10,
+        max_iter: int = 300,
+        random_state: int = 0,
+        dormant_min_recency_days: float | None = 365.0,
+        dormant_min_tenure_months: float = 12.0,
+        naming: NamingRules = DEFAULT_RULES,
+        keep_names: bool = True,
+        silhouette_sample_size: int = 10_000,
+        n_drivers: int = 3,
+    ):
+        self.columns = columns
+        self.log_columns = log_columns
+        self.winsor_quantiles = winsor_quantiles
+        self.n_factors = n_factors
+        self.min_eigenvalue = min_eigenvalue
+        self.min_kmo = min_kmo
+        self.n_clusters = n_clusters
+        self.n_init = n_init
+        self.max_iter = max_iter
+        self.random_state = random_state
+        self.dormant_min_recency_days = dormant_min_recency_days
+        self.dormant_min_tenure_months = dormant_min_tenure_months
+        self.naming = naming
+        self.keep_names = keep_names
+        self.silhouette_sample_size = silhouette_sample_size
+        self.n_drivers = n_drivers
+
+    # ------------------------------------------------------------------ fit
+
+    def fit(self, X: pd.DataFrame, y=None, previous: TieringModel | None = None) -> TieringModel:
+        """Fit on one month of indicators.
+
+        Parameters
+        ----------
+        X : DataFrame (n_customers, ...)
+            One row per customer with the indicator columns, plus
+            ``recency_days`` and ``tenure_months`` for the dormant rule; the
+            customer id is the ``customer_id`` column or the index.
+        previous : TieringModel, optional
+            Last month's fitted (or loaded) model, to carry segment identity.
+        """
+        # Fit on the rows sorted by customer id, so the same customers give the
+        # same model whatever order they arrive in (K-means starts, the
+        # silhouette sample and the winsor quantiles all see the same rows).
+        order = np.argsort(_customer_ids(X), kind="stable")
+        with threadpool_limits(limits=1):
+            self._fit(X.iloc[order], previous)
+        restore = np.empty_like(order)
+        restore[order] = np.arange(len(order))
+        self.labels_ = self.labels_[restore]
+        self.tiers_ = self.tiers_[restore]
+        return self
+
+    def _fit(self, X: pd.DataFrame, previous: TieringModel | None) -> TieringModel:
+        dormant = self._dormant_mask(X)
+        clustered = ~dormant
+        if clustered.sum() < max(self.n_clusters, 3):
+            raise ValueError(f"only {int(clustered.sum())} customers left after the dormant rule")
+        self.preprocessor_ = IndicatorPreprocessor(
+            self.columns, self.log_columns, self.winsor_quantiles
+        ).fit(X[clustered])
+        Z_all = self.preprocessor_.transform(X)
+        self.factor_model_ = FactorAnalyzer(
+            n_factors=self.n_factors,
+            min_eigenvalue=self.min_eigenvalue,
+            rotation="varimax",
+            standardize=False,
+            min_kmo=self.min_kmo,
+        ).fit(Z_all[clustered])
+        if previous is not None and list(previous.preprocessor_.columns_) == self.columns_:
+            self.factor_model_.align_to(previous.factor_model_.rotated_loadings_)
+        F_all = self.factor_model_.transform(Z_all)
+        F = F_all[clustered]
+
+        carried, carry_names = self._fit_segments(F, X[clustered], previous)
+        labels = np.full(len(X), DORMANT_SEGMENT, dtype=np.int64)
+        labels[clustered] = self.segmenter_.predict(F)
+        self.labels_ = labels
+
+        self._set_profiles(X, Z_all, labels)
+        self._name(previous if carry_names else None, carried)
+        self.tiers_ = self._tiers_of(labels)
+        self._set_quality(F, labels[clustered], dormant, carried)
+        return self
+
+    def _dormant_mask(self, X: pd.DataFrame) -> np.ndarray:
+        if self.dormant_min_recency_days is None:
+            return np.zeros(len(X), dtype=bool)
+        values = select_indicators(X, ["recency_days", "tenure_months"])
+        recency, tenure = values[:, 0], np.nan_to_num(values[:, 1], nan=np.inf)
+        with np.errstate(invalid="ignore"):
+            return (recency >= self.dormant_min_recency_days) & (
+                tenure >= self.dormant_min_tenure_months
+            )
+
+    def _fit_segments(
+        self, F: np.ndarray, X: pd.DataFrame, previous: TieringModel | None
+    ) -> tuple[set, bool]:
+        """Fit ``segmenter_``; returns (segment ids carried over, whether names carry too)."""
+        segmenter = KMeansSegmenter(
+            n_clusters=self.n_clusters,
+            n_init=self.n_init,
+            max_iter=self.max_iter,
+            random_state=self.random_state,
+        )
+        if previous is None:
+            self.segmenter_ = segmenter.fit(F)
+            return set(), False
+        old_ids = previous.segmenter_.segment_ids_
+        old_nearest, old_sq = nearest_centroid(
+            previous._factor_scores(X), previous.segmenter_.cluster_centers_
+        )
+        starts = np.empty((len(old_ids), F.shape[1]))
+        for i in range(len(old_ids)):
+            members = old_nearest == i
+            # A segment that lost every member restarts from the customer
+            # closest to its old centroid.
+            starts[i] = F[members].mean(axis=0) if members.any() else F[np.argmin(old_sq[:, i])]
+        if len(old_ids) == self.n_clusters:
+            self.segmenter_ = segmenter.fit(F, init=starts, segment_ids=old_ids)
+            return set(old_ids.tolist()), True
+        # k changed: the segments are new, so only their ids are matched; their
+        # names come from the rules.
+        segmenter.fit(F)
+        matched = match_segments(segmenter.cluster_centers_, starts)
+        new_ids, next_id = [], int(old_ids.max()) + 1
+        for m in matched:
+            if m >= 0:
+                new_ids.append(int(old_ids[m]))
+            else:
+                new_ids.append(next_id)
+                next_id += 1
+        self.segmenter_ = segmenter.relabel(new_ids)
+        return {int(old_ids[m]) for m in matched if m >= 0}, False
+
+    def _set_profiles(self, X: pd.DataFrame, Z_all: np.ndarray, labels: np.ndarray) -> None:
+        columns = self.columns_
+        original = pd.DataFrame(select_indicators(X, columns), columns=columns)
+        median = original.groupby(labels).median()
+        mean_z = pd.DataFrame(Z_all, columns=columns).groupby(labels).mean()
+        self._median = median
+        self._mean_z = mean_z
+        self.profiles_ = _long_profiles(median, mean_z)
+
+    def _name(self, previous: TieringModel | None, carried: set) -> None:
+        """Set ``segments_``: rule-based names, or last month's for carried segments."""
+        ids = self.segmenter_.segment_ids_
+        sizes = pd.Series(self.labels_).value_counts()
+        populated = [int(s) for s in ids if s in sizes.index]
+        named = name_segments(
+            self._mean_z.loc[populated], self._median.loc[populated], sizes[populated], self.naming
+        ).reindex(ids)
+        # A segment is only empty if K-means left a centroid without members.
+        named["tier"] = named["tier"].fillna("ordinary_b")
+        named["rule"] = named["rule"].fillna("empty")
+        named["source"] = "kmeans"
+        rules_tier = named["tier"].copy()
+        if previous is not None and self.keep_names:
+            old = previous.segments_.set_index("segment")["tier"]
+            for segment in sorted(carried & set(old.index)):
+                named.loc[segment, ["tier", "rule"]] = [old[segment], "carried"]
+        self._names_differing = int((named["tier"] != rules_tier).sum())
+        if DORMANT_SEGMENT in sizes.index:
+            dormant = pd.DataFrame(
+                {"tier": ["sleeping"], "rule": ["dormant_rule"], "source": ["dormant_rule"]},
+                index=[DORMANT_SEGMENT],
+            )
+            named = pd.concat([dormant, named])
+        named = named.rename_axis("segment").reset_index().sort_values("segment", kind="stable")
+        named["segment"] = named["segment"].astype(np.int64)
+        named["n_customers"] = named["segment"].map(sizes).fillna(0).astype(np.int64)
+        named["share"] = named["n_customers"] / len(self.labels_)
+        named["tier_rank"] = named["tier"].map(TIER_RANK).astype(np.int64)
+        named["rule"] = named["rule"].astype(str)
+        self.segments_ = named[list(_SEGMENT_COLUMNS)].reset_index(drop=True)
+
+    def _set_quality(
+        self, F: np.ndarray, labels: np.ndarray, dormant: np.ndarray, carried: set
+    ) -> None:
+        fa = self.factor_model_
+        cluster = cluster_quality(F, labels, self.silhouette_sample_size, self.random_state)
+        self.quality_ = {
+            "n_customers": float(len(dormant)),
+            "n_clustered": float((~dormant).sum()),
+            "n_dormant_rule": float(dormant.sum()),
+            "n_indicators": float(len(self.columns_)),
+            "n_missing_values": float(self.preprocessor_.n_missing_.sum()),
+            "kmo": float(fa.kmo_),
+            "kmo_adequate": float(fa.kmo_adequate_),
+            "bartlett_statistic": float(fa.bartlett_.statistic),
+            "bartlett_dof": float(fa.bartlett_.dof),
+            "bartlett_p_value": float(fa.bartlett_.p_value),
+            "n_factors": float(fa.n_factors_),
+            "variance_explained": float(fa.cumulative_variance_explained_[-1]),
+            "k": float(self.segmenter_.n_clusters),
+            "inertia": float(self.segmenter_.inertia_),
+            **cluster,
+            "discriminant_agreement": self._discriminant_agreement(F, labels),
+            "kmeans_iterations": float(self.segmenter_.n_iter_),
+            "segments_carried": float(len(carried)),
+            "names_differing_from_rules": float(self._names_differing),
+        }
+
+    def _discriminant_agreement(self, F: np.ndarray, labels: np.ndarray) -> float:
+        """Share of customers a linear discriminant (fitted on a sample) puts in their segment."""
+        if np.unique(labels).size < 2:
+            return float("nan")
+        rng = np.random.default_rng(self.random_state)
+        sample = np.sort(rng.choice(len(F), size=min(len(F), 50_000), replace=False))
+        if np.unique(labels[sample]).size < 2:
+            return float("nan")
+        lda = LinearDiscriminantAnalysis().fit(F[sample], labels[sample])
+        return float((lda.predict(F) == labels).mean())
+
+    # -------------------------------------------------------------- predict
+
+    @property
+    def columns_(self) -> list[str]:
+        return self.preprocessor_.columns_
+
+    def _factor_scores(self, X: pd.DataFrame) -> np.ndarray:
+        return self.factor_model_.transform(self.preprocessor_.transform(X))
+
+    def _tiers_of(self, segments: np.ndarray) -> np.ndarray:
+        lookup = self.segments_.set_index("segment")["tier"]
+        tiers = lookup.reindex(segments).to_numpy(dtype=object)
+        if pd.isna(tiers).any():
+            # Only possible when dormant customers appear but training had none.
+            tiers = np.where(segments == DORMANT_SEGMENT, "sleeping", tiers)
+        return tiers
+
+    def _score(self, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(dormant mask, prepared Z (n, p), factor scores F (n, m), segment ids (n,))."""
+        check_is_fitted(self, "segmenter_")
+        dormant = self._dormant_mask(X)
+        Z = self.preprocessor_.transform(X)
+        F = self.factor_model_.transform(Z)
+        segments = np.where(dormant, DORMANT_SEGMENT, self.segmenter_.predict(F))
+        return dormant, Z, F, segments
+
+    def transform(self, X: pd.DataFrame) -> np.ndarray:
+        """Factor scores (n, n_factors) for every row, dormant ones included."""
+        check_is_fitted(self, "segmenter_")
+        with threadpool_limits(limits=1):
+            return self._factor_scores(X)
+
+    def predict_segments(self, X: pd.DataFrame) -> np.ndarray:
+        """Segment id per row (0 = dormant rule)."""
+        with threadpool_limits(limits=1):
+            return self._score(X)[3]
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        """Tier code per row (object array of str), without refitting."""
+        return self._tiers_of(self.predict_segments(X))
+
+    def assign(self, X: pd.DataFrame, explain: bool = True) -> pd.DataFrame:
+        """Tier table rows for ``X``.
+
+        Returns a DataFrame, one row per input row in input order, with
+        ``customer_id``, ``segment`` (int), ``tier`` (str), ``tier_rank`` (int),
+        ``factor_1`` .. ``factor_m`` (float) and, with ``explain``, the columns
+        of :meth:`explain`.
+        """
+        with threadpool_limits(limits=1):
+            _, Z, F, segments = self._score(X)
+        tiers = self._tiers_of(segments)
+        out = pd.DataFrame(
+            {
+                "customer_id": _customer_ids(X),
+                "segment": segments.astype(np.int64),
+                "tier": tiers,
+                "tier_rank": pd.Series(tiers).map(TIER_RANK).to_numpy(dtype=np.int64),
+            }
+        )
+        for j in range(F.shape[1]):
+            out[f"factor_{j + 1}"] = F[:, j]
+        if explain:
+            out = pd.concat([out, self._explain(Z, F, segments, tiers)], axis=1)
+        return out
+
+    def explain(self, X: pd.DataFrame) -> pd.DataFrame:
+        """Why each customer is in their tier, as short machine-readable fields.
+
+        Returns a DataFrame, one row per input row, with ``customer_id`` and:
+
+        - ``driver_1`` .. ``driver_n`` (str) and ``driver_1_z`` .. (float): the
+          indicators that most set the customer apart from the average
+          customer *in the direction their segment differs*, ranked by
+          z(customer) x mean z(segment); z is in standard deviations of the
+          prepared indicator (e.g. ``recency_days`` -1.2 = traded recently);
+        - ``nearest_other_tier`` (str) and ``distance_to_other_tier`` (float):
+          the closest centroid, in factor space, of a segment named
+          differently, and the Euclidean distance to it;
+        - ``reason`` (str): ``segment=<id>|<driver>=<z>|...`` or
+          ``dormant_rule|...``.
+        """
+        with threadpool_limits(limits=1):
+            _, Z, F, segments = self._score(X)
+        out = self._explain(Z, F, segments, self._tiers_of(segments))
+        out.insert(0, "customer_id", _customer_ids(X))
+        return out
+
+    def _explain(
+        self, Z: np.ndarray, F: np.ndarray, segments: np.ndarray, tiers: np.ndarray
+    ) -> pd.DataFrame:
+        columns = np.asarray(self.columns_, dtype=object)
+        mean_z = self._mean_z.reindex(np.unique(segments)).fillna(0.0)
+        direction = mean_z.to_numpy()[np.searchsorted(mean_z.index.to_numpy(), segments)]
+        n = min(self.n_drivers, len(columns))
+        top = np.argsort(-(Z * direction), axis=1, kind="stable")[:, :n]
+        z_top = np.take_along_axis(Z, top, axis=1)
+
+        centroid_tiers = self._tiers_of(self.segmenter_.segment_ids_)
+        _, sq = nearest_centroid(F, self.segmenter_.cluster_centers_)
+        sq = np.where(tiers[:, None] == centroid_tiers[None, :], np.inf, sq)
+        nearest = np.argmin(sq, axis=1)
+        distance = np.sqrt(np.take_along_axis(sq, nearest[:, None], axis=1)[:, 0])
+        other = np.where(np.isfinite(distance), centroid_tiers[nearest], None)
+
+        out = pd.DataFrame(index=range(len(segments)))
+        reason = pd.Series(
+            np.where(segments == DORMANT_SEGMENT, "dormant_rule", "segment=" + segments.astype(str))
+        )
+        for i in range(n):
+            out[f"driver_{i + 1}"] = columns[top[:, i]]
+            out[f"driver_{i + 1}_z"] = z_top[:, i]
+            reason = reason + "|" + out[f"driver_{i + 1}"] + "=" + _signed(z_top[:, i])
+        out["nearest_other_tier"] = other
+        out["distance_to_other_tier"] = np.where(np.isfinite(distance), distance, np.nan)
+        out["reason"] = reason.to_numpy(dtype=object)
+        return out
+
+    def diagnose_k(self, X: pd.DataFrame, k_values: Iterable[int] = range(2, 11)) -> pd.DataFrame:
+        """:func:`~ml.segmentation.k_diagnostics` on this model's factor scores of ``X``.
+
+        Dormant-rule customers are left out, as in the fit.
+        """
+        with threadpool_limits(limits=1):
+            dormant, _, F, _ = self._score(X)
+            return k_diagnostics(
+                F[~dormant],
+                k_values,
+                n_init=self.n_init,
+                max_iter=self.max_iter,
+                random_state=self.random_state,
+                silhouette_sample_size=self.silhouette_sample_size,
+            )
+
+    # --------------------------------------------------------------- tables
+
+    def to_tables(self) -> dict[str, pd.DataFrame]:
+        """The fitted model as plain tables (str, int, float and bool columns).
+
+        - ``model_params`` (name, value): parameters as JSON text;
+        - ``model_indicators`` (position, indicator, transform, impute_value,
+          clip_lower, clip_upper, mean, std, n_missing, kmo, communality): to
+          prepare indicator x: ``z = (least(greatest(t(coalesce(x,
+          impute_value)), clip_lower), clip_upper) - mean) / std`` where t is
+          ``sign(x) * ln(1 + |x|)`` if transform = 'signed_log1p' else x;
+        - ``model_components`` (component, eigenvalue, variance_share,
+          cumulative_variance_share, retained): eigenvalues of R;
+        - ``model_factors`` (factor, ss_loadings, variance_explained,
+          cumulative_variance_explained): rotated factors;
+        - ``model_loadings`` (indicator, factor, unrotated_loading,
+          rotated_loading, score_coefficient): ``factor_f = sum over indicators
+          of z * score_coefficient``; unrotated_loading is on principal
+          component number ``factor``;
+        - ``model_centroids`` (segment, factor, centroid): a customer belongs to
+          the segment whose centroid is nearest (Euclidean) in factor space,
+          unless the dormant rule in ``model_params`` applies (segment 0);
+        - ``model_segments`` (segment, tier, tier_rank, source, rule,
+          n_customers, share, value_score, revenue_score, activity_score,
+          growth_score): the naming map;
+        - ``model_segment_profiles`` (segment, indicator, median, mean_z);
+        - ``model_quality`` (metric, value).
+        """
+        check_is_fitted(self, "segmenter_")
+        pre, fa, seg = self.preprocessor_, self.factor_model_, self.segmenter_
+        columns = self.columns_
+        p, m = len(columns), fa.n_factors_
+        params = {**self.get_params(), "naming": self.naming.to_dict()}
+        params = {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}
+        params["format_version"] = TABLE_FORMAT_VERSION
+        params["n_samples"] = fa.n_samples_
+        eig = fa.eigenvalues_
+        factor_index = np.tile(np.arange(1, m + 1), p)
+        return {
+            "model_params": pd.DataFrame(
+                {
+                    "name": sorted(params),
+                    "value": [
+                        json.dumps(params[k], sort_keys=True, default=_plain)
+                        for k in sorted(params)
+                    ],
+                }
+            ),
+            "model_indicators": pd.DataFrame(
+                {
+                    "position": np.arange(1, p + 1, dtype=np.int64),
+                    "indicator": columns,
+                    "transform": np.where(pre.log_mask_, "signed_log1p", "none").astype(object),
+                    "impute_value": pre.impute_values_,
+                    "clip_lower": pre.clip_lower_,
+                    "clip_upper": pre.clip_upper_,
+                    "mean": pre.mean_,
+                    "std": pre.scale_,
+                    "n_missing": pre.n_missing_.astype(np.int64),
+                    "kmo": fa.kmo_per_variable_,
+                    "communality": fa.communalities_,
+                }
+            ),
+            "model_components": pd.DataFrame(
+                {
+                    "component": np.arange(1, p + 1, dtype=np.int64),
+                    "eigenvalue": eig,
+                    "variance_share": eig / p,
+                    "cumulative_variance_share": np.cumsum(eig) / p,
+                    "retained": np.arange(p) < m,
+                }
+            ),
+            "model_factors": pd.DataFrame(
+                {
+                    "factor": np.arange(1, m + 1, dtype=np.int64),
+                    "ss_loadings": fa.ss_loadings_,
+                    "variance_explained": fa.variance_explained_,
+                    "cumulative_variance_explained": fa.cumulative_variance_explained_,
+                }
+            ),
+            "model_loadings": pd.DataFrame(
+                {
+                    "indicator": np.repeat(np.asarray(columns, dtype=object), m),
+                    "factor": factor_index.astype(np.int64),
+                    "unrotated_loading": fa.loadings_.ravel(),
+                    "rotated_loading": fa.rotated_loadings_.ravel(),
+                    "score_coefficient": fa.score_coefficients_.ravel(),
+                }
+            ),
+            "model_centroids": pd.DataFrame(
+                {
+                    "segment": np.repeat(seg.segment_ids_, m).astype(np.int64),
+                    "factor": np.tile(np.arange(1, m + 1), len(seg.segment_ids_)).astype(np.int64),
+                    "centroid": seg.cluster_centers_.ravel(),
+                }
+            ),
+            "model_segments": self.segments_.copy(),
+            "model_segment_profiles": self.profiles_.copy(),
+            "model_quality": pd.DataFrame(
+                {"metric": list(self.quality_), "value": [float(v) for v in self.quality_.values()]}
+            ),
+        }
+
+    @classmethod
+    def from_tables(cls, tables: Mapping[str, pd.DataFrame]) -> TieringModel:
+        """Rebuild a fitted model from :meth:`to_tables` output (e.g. read back from SQL).
+
+        The loaded model predicts, assigns, explains, exports and serves as
+        ``previous`` exactly like the original; it has no per-row training
+        attributes (``labels_``, ``tiers_``).
+        """
+        missing = [name for name in _TABLES if name not in tables]
+        if missing:
+            raise KeyError(f"model tables missing: {missing}")
+        raw = tables["model_params"]
+        params = {str(k): json.loads(v) for k, v in zip(raw["name"], raw["value"], strict=True)}
+        version = params.pop("format_version", None)
+        if version != TABLE_FORMAT_VERSION:
+            raise ValueError(f"unsupported model table format {version}")
+        n_samples = int(params.pop("n_samples"))
+        params["naming"] = NamingRules.from_dict(params["naming"])
+        for key in ("columns", "log_columns", "winsor_quantiles"):
+            params[key] = tuple(params[key])
+        self = cls(**params)
+
+        ind = tables["model_indicators"].sort_values("position")
+        columns = ind["indicator"].astype(str).tolist()
+        self.preprocessor_ = IndicatorPreprocessor.from_parameters(
+            columns=columns,
+            log_mask=(ind["transform"] == "signed_log1p").to_numpy(),
+            impute_values=ind["impute_value"].to_numpy(np.float64),
+            clip_lower=ind["clip_lower"].to_numpy(np.float64),
+            clip_upper=ind["clip_upper"].to_numpy(np.float64),
+            mean=ind["mean"].to_numpy(np.float64),
+            scale=ind["std"].to_numpy(np.float64),
+            winsor_quantiles=self.winsor_quantiles,
+            n_missing=ind["n_missing"].to_numpy(np.int64),
+        )
+        comp = tables["model_components"].sort_values("component")
+        factors = tables["model_factors"].sort_values("factor")
+        m = len(factors)
+        position = {c: i for i, c in enumerate(columns)}
+
+        def matrix(frame: pd.DataFrame, value: str) -> np.ndarray:
+            out = np.full((len(columns), m), np.nan)
+            rows = frame["indicator"].map(position).to_numpy()
+            out[rows, frame["factor"].to_numpy() - 1] = frame[value].to_numpy(np.float64)
+            return out
+
+        loadings = tables["model_loadings"]
+        fa = FactorAnalyzer(
+            n_factors=self.n_factors,
+            min_eigenvalue=self.min_eigenvalue,
+            standardize=False,
+            min_kmo=self.min_kmo,
+        )
+        quality = dict(
+            zip(
+                tables["model_quality"]["metric"].astype(str),
+                tables["model_quality"]["value"].astype(float),
+                strict=True,
+            )
+        )
+        fa.n_samples_, fa.n_features_in_, fa.n_factors_ = n_samples, len(columns), m
+        fa.mean_, fa.scale_ = np.zeros(len(columns)), np.ones(len(columns))
+        fa.eigenvalues_ = comp["eigenvalue"].to_numpy(np.float64)
+        fa.kmo_ = quality["kmo"]
+        fa.kmo_per_variable_ = ind["kmo"].to_numpy(np.float64)
+        fa.kmo_adequate_ = bool(quality["kmo_adequate"])
+        fa.bartlett_ = BartlettResult(
+            quality["bartlett_statistic"],
+            int(quality["bartlett_dof"]),
+            quality["bartlett_p_value"],
+        )
+        fa.loadings_ = matrix(loadings, "unrotated_loading")
+        fa.rotated_loadings_ = matrix(loadings, "rotated_loading")
+        fa.score_coefficients_ = matrix(loadings, "score_coefficient")
+        fa.rotation_matrix_ = np.linalg.lstsq(fa.loadings_, fa.rotated_loadings_, rcond=None)[0]
+        fa.communalities_ = ind["communality"].to_numpy(np.float64)
+        fa.ss_loadings_ = factors["ss_loadings"].to_numpy(np.float64)
+        fa.variance_explained_ = factors["variance_explained"].to_numpy(np.float64)
+        fa.cumulative_variance_explained_ = factors["cumulative_variance_explained"].to_numpy(
+            np.float64
+        )
+        self.factor_model_ = fa
+
+        cent = tables["model_centroids"].sort_values(["segment", "factor"])
+        ids = np.unique(cent["segment"].to_numpy(np.int64))
+        self.segmenter_ = KMeansSegmenter.from_centroids(
+            cent["centroid"].to_numpy(np.float64).reshape(len(ids), m),
+            ids,
+            n_init=self.n_init,
+            max_iter=self.max_iter,
+            random_state=self.random_state,
+        )
+        self.segments_ = tables["model_segments"].sort_values("segment").reset_index(drop=True)
+        self.profiles_ = tables["model_segment_profiles"].copy()
+        wide = self.profiles_.pivot(index="segment", columns="indicator")
+        self._median = wide["median"][columns]
+        self._mean_z = wide["mean_z"][columns]
+        self.quality_ = quality
+        return self
+
+
+def _plain(value):
+    """JSON fallback for numpy scalars and arrays passed as parameters."""
+    if isinstance(value, np.generic | np.ndarray):
+        return value.tolist()
+    raise TypeError(f"cannot store parameter value {value!r} as JSON")
+
+
+def _long_profiles(median: pd.DataFrame, mean_z: pd.DataFrame) -> pd.DataFrame:
+    long = pd.DataFrame(
+        {
+            "segment": np.repeat(median.index.to_numpy(np.int64), median.shape[1]),
+            "indicator": np.tile(np.asarray(median.columns, dtype=object), median.shape[0]),
+            "median": median.to_numpy(np.float64).ravel(),
+            "mean_z": mean_z.loc[median.index, median.columns].to_numpy(np.float64).ravel(),
+        }
+    )
+    return long
+
+
+def _customer_ids(X: pd.DataFrame) -> np.ndarray:
+    if "customer_id" in X.columns:
+        return X["customer_id"].to_numpy()
+    return X.index.to_numpy()
+
+
+def _signed(values: np.ndarray) -> pd.Series:
+    return pd.Series(np.char.mod("%+.2f", np.round(values, 2)))

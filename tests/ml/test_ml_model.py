@@ -1,0 +1,275 @@
+"""The tiering model on a synthetic book with planted customer types."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import clone
+from sklearn.metrics import adjusted_rand_score
+from sklearn.pipeline import make_pipeline
+
+from ml import (
+    ALL_INDICATORS,
+    DORMANT_SEGMENT,
+    TIER_RANK,
+    TIERS,
+    FactorAnalyzer,
+    IndicatorPreprocessor,
+    KMeansSegmenter,
+    SamplingAdequacyWarning,
+    TieringModel,
+)
+
+
+def _tiers(model, book):
+    return pd.Series(model.tiers_, index=book.index)
+
+
+def _share(tiers, book, planted, tier):
+    return (tiers[book["planted_type"] == planted] == tier).mean()
+
+
+def _long_inactive(book):
+    return (book["recency_days"] >= 365) & (book["tenure_months"] >= 12)
+
+
+# ------------------------------------------------------- recovery and names
+
+
+def test_tiers_recover_the_planted_types(model, book):
+    assert adjusted_rand_score(book["planted_type"], model.tiers_) >= 0.55
+
+
+def test_vip_customers_land_in_vip(model, book):
+    assert _share(_tiers(model, book), book, "vip", "vip") >= 0.9
+
+
+def test_long_inactive_customers_land_in_sleeping(model, book):
+    tiers = _tiers(model, book)
+    assert (tiers[book["planted_type"] == "dormant"] == "sleeping").all()
+    inactive = _long_inactive(book)
+    assert (tiers[inactive] == "sleeping").all()
+    assert (model.labels_[inactive.to_numpy()] == DORMANT_SEGMENT).all()
+
+
+def test_other_types_land_where_a_broker_would_put_them(model, book):
+    tiers = _tiers(model, book)
+    assert _share(tiers, book, "hyperactive", "ordinary_a") >= 0.9
+    assert _share(tiers, book, "low_value", "free") >= 0.7
+    # Ordinary customers with large inflows and little revenue share a segment
+    # with the potential ones; the rules name it potential rather than lose them.
+    ordinary = tiers[book["planted_type"] == "ordinary"]
+    assert ordinary.isin(["ordinary_a", "ordinary_b", "potential"]).mean() >= 0.7
+    # Potential customers never land in sleeping or free, whether they traded yet or not.
+    potential = tiers[book["planted_type"] == "potential"]
+    assert (~potential.isin(["sleeping", "free"])).all()
+    assert (potential == "potential").mean() >= 0.9
+
+
+def test_new_accounts_without_trades_are_not_asleep(model, book):
+    new_idle = (book["trade_count"] == 0) & (book["tenure_months"] < 12)
+    assert new_idle.sum() > 50
+    assert (_tiers(model, book)[new_idle] != "sleeping").all()
+
+
+def test_segments_table_is_the_naming_map(model):
+    segments = model.segments_
+    assert set(segments["tier"]) <= set(TIERS)
+    assert (segments["tier_rank"] == segments["tier"].map(TIER_RANK)).all()
+    assert segments["n_customers"].sum() == len(model.labels_)
+    assert segments.loc[segments["segment"] == 0, "source"].item() == "dormant_rule"
+    assert (segments.loc[segments["segment"] > 0, "source"] == "kmeans").all()
+    assert len(segments) == model.n_clusters + 1
+
+
+@pytest.mark.parametrize("k", [4, 8])
+def test_other_k_still_names_sensibly(book, k, make_model):
+    model = make_model(n_clusters=k).fit(book)
+    tiers = _tiers(model, book)
+    assert set(model.segments_["tier"]) <= set(TIERS)
+    assert (tiers[book["planted_type"] == "dormant"] == "sleeping").all()
+    # VIPs sit in the most valuable segment, and it carries the best name on offer.
+    vip_segment = pd.Series(model.labels_[book["planted_type"].eq("vip").to_numpy()]).mode()[0]
+    scores = model.segments_.set_index("segment")
+    assert vip_segment == scores["value_score"].idxmax()
+    assert scores.loc[vip_segment, "tier"] in ("vip", "ordinary_a")
+    if k > 6:  # enough segments for the VIPs to have their own
+        assert _share(tiers, book, "vip", "vip") >= 0.9
+        assert _share(tiers, book, "hyperactive", "ordinary_a") >= 0.9
+
+
+# ------------------------------------------------- determinism, assignment
+
+
+def test_fit_is_deterministic(book, make_model):
+    a = make_model().fit(book)
+    b = make_model().fit(book)
+    for name, table in a.to_tables().items():
+        pd.testing.assert_frame_equal(table, b.to_tables()[name], check_exact=True, obj=name)
+    pd.testing.assert_frame_equal(a.assign(book), b.assign(book), check_exact=True)
+
+
+def test_fit_does_not_depend_on_row_order(book, make_model):
+    a = make_model().fit(book)
+    shuffled = book.sample(frac=1.0, random_state=5)
+    b = make_model().fit(shuffled)
+    for name, table in a.to_tables().items():
+        pd.testing.assert_frame_equal(table, b.to_tables()[name], check_exact=True, obj=name)
+    by_customer = pd.Series(a.tiers_, index=_ids(book))
+    np.testing.assert_array_equal(b.tiers_, by_customer.loc[_ids(shuffled)].to_numpy())
+
+
+def _ids(frame):
+    return frame["customer_id"] if "customer_id" in frame.columns else frame.index
+
+
+def test_predict_on_training_rows_gives_the_fit_labels(model, book):
+    np.testing.assert_array_equal(model.predict_segments(book), model.labels_)
+    np.testing.assert_array_equal(model.predict(book), model.tiers_)
+
+
+def test_rows_are_scored_independently_of_each_other(model, book):
+    part = book.iloc[::7]
+    np.testing.assert_array_equal(model.transform(part), model.transform(book)[::7])
+    np.testing.assert_array_equal(model.predict(part), model.tiers_[::7])
+
+
+def test_assign_gives_tier_table_rows(model, book):
+    out = model.assign(book)
+    m = model.factor_model_.n_factors_
+    assert list(out.columns[: 4 + m]) == [
+        "customer_id",
+        "segment",
+        "tier",
+        "tier_rank",
+        *[f"factor_{j + 1}" for j in range(m)],
+    ]
+    assert out["customer_id"].tolist() == book.index.tolist()
+    assert out["segment"].dtype == np.int64 and out["tier_rank"].dtype == np.int64
+    np.testing.assert_array_equal(out[[f"factor_{j + 1}" for j in range(m)]], model.transform(book))
+    assert out["reason"].notna().all()
+
+
+def test_customer_id_may_be_a_column(model, book):
+    flat = book.reset_index()
+    assert model.assign(flat, explain=False)["customer_id"].tolist() == book.index.tolist()
+
+
+# ---------------------------------------------------------------- explain
+
+
+def test_explanation_points_at_value_for_vips_and_at_the_rule_for_dormant(model, book):
+    out = model.explain(book).set_index("customer_id")
+    drivers = out[["driver_1", "driver_2", "driver_3"]]
+    vip = (book["planted_type"] == "vip") & (pd.Series(model.tiers_, book.index) == "vip")
+    value = {"avg_assets", "commission_contribution", "interest_contribution", "trading_volume"}
+    assert drivers[vip].isin(value).any(axis=1).mean() >= 0.9
+    dormant = model.labels_ == DORMANT_SEGMENT
+    assert out["reason"][dormant].str.startswith("dormant_rule|").all()
+    assert out["reason"][~dormant].str.match(r"^segment=\d+\|[a-z_]+=[+-]\d+\.\d\d\|").all()
+
+
+def test_explanation_distance_is_to_another_tier(model, book):
+    out = model.explain(book)
+    tiers = model.tiers_
+    assert (out["nearest_other_tier"].to_numpy() != tiers).all()
+    assert (out["distance_to_other_tier"] > 0).all()
+    # Customers in a clustered segment are at least as close to their own centroid.
+    clustered = model.labels_ != DORMANT_SEGMENT
+    F = model.transform(book)[clustered]
+    centers = model.segmenter_.cluster_centers_
+    own = centers[np.searchsorted(model.segmenter_.segment_ids_, model.labels_[clustered])]
+    own_distance = np.sqrt(((F - own) ** 2).sum(axis=1))
+    assert (own_distance <= out["distance_to_other_tier"][clustered].to_numpy() + 1e-12).all()
+
+
+def test_number_of_drivers_is_a_parameter(book, make_model):
+    model = make_model(n_drivers=2).fit(book.iloc[:3000])
+    columns = model.explain(book.iloc[:10]).columns
+    assert "driver_2" in columns and "driver_3" not in columns
+
+
+# ------------------------------------------------------------------ quality
+
+
+def test_quality_figures_are_reported(model):
+    q = model.quality_
+    for key in (
+        "kmo",
+        "bartlett_statistic",
+        "bartlett_p_value",
+        "variance_explained",
+        "n_factors",
+        "k",
+        "silhouette",
+        "calinski_harabasz",
+        "davies_bouldin",
+        "inertia",
+        "discriminant_agreement",
+    ):
+        assert isinstance(q[key], float) and np.isfinite(q[key]), key
+    assert 0 < q["kmo"] < 1 and q["kmo_adequate"] == 1.0
+    assert q["bartlett_p_value"] < 0.001
+    assert 0 < q["variance_explained"] <= 1
+    assert -1 <= q["silhouette"] <= 1
+    # A linear discriminant on the factor scores reproduces the K-means segments.
+    assert q["discriminant_agreement"] >= 0.9
+    assert q["n_dormant_rule"] + q["n_clustered"] == q["n_customers"]
+
+
+def test_low_kmo_is_reported_and_the_model_still_runs(make_model):
+    rng = np.random.default_rng(0)
+    n = 3_000
+    book = pd.DataFrame({c: rng.lognormal(2, 1, n) for c in ALL_INDICATORS})
+    book["recency_days"] = rng.integers(0, 200, n)  # nobody dormant
+    with pytest.warns(SamplingAdequacyWarning):
+        model = make_model().fit(book)
+    assert model.quality_["kmo"] < 0.6
+    assert model.quality_["kmo_adequate"] == 0.0
+    assert set(model.tiers_) <= set(TIERS)
+
+
+def test_missing_values_are_handled(book, make_model):
+    dirty = book.copy()
+    rng = np.random.default_rng(1)
+    dirty.loc[rng.random(len(dirty)) < 0.05, "avg_assets"] = np.nan
+    dirty.loc[dirty.index[:10], "turnover_rate"] = np.inf
+    model = make_model(columns=ALL_INDICATORS).fit(dirty)  # return_rate has nulls too
+    clustered = dirty[model.labels_ != DORMANT_SEGMENT]
+    counted = clustered[list(ALL_INDICATORS)].apply(lambda c: (~np.isfinite(c)).sum())
+    assert model.quality_["n_missing_values"] == counted.sum() > 0
+    out = model.assign(dirty)
+    assert out.drop(columns="nearest_other_tier").notna().all().all()
+
+
+def test_missing_column_is_an_error(book, make_model):
+    with pytest.raises(KeyError, match="tenure_months"):
+        make_model().fit(book.drop(columns="tenure_months"))
+
+
+def test_diagnostics_over_k(model, book):
+    table = model.diagnose_k(book, k_values=[3, 6])
+    assert table["k"].tolist() == [3, 6]
+    assert table.notna().all().all()
+
+
+# --------------------------------------------------------- estimator style
+
+
+def test_parameters_follow_scikit_learn_conventions():
+    model = TieringModel(n_clusters=5, random_state=3)
+    cloned = clone(model)
+    assert cloned.get_params()["n_clusters"] == 5 and cloned.random_state == 3
+    assert not hasattr(cloned, "segmenter_")
+
+
+def test_the_steps_compose_in_a_pipeline(model, book):
+    clustered = book[model.labels_ != DORMANT_SEGMENT]
+    pipeline = make_pipeline(
+        IndicatorPreprocessor(),
+        FactorAnalyzer(standardize=False),
+        KMeansSegmenter(n_clusters=6),
+    ).fit(clustered)
+    np.testing.assert_array_equal(pipeline.predict(clustered), model.labels_[model.labels_ > 0])
+    np.testing.assert_allclose(pipeline[:-1].transform(clustered), model.transform(clustered))

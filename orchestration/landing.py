@@ -112,7 +112,7 @@ def discover(raw_dir: Path) -> list[SourceFile]:
                 f"{table}.parquet or a folder {table}/ of such files"
             )
         for path in paths:
-            fmt = path.suffix.lstrip(".")
+            fmt = path.suffix.lower().lstrip(".")
             header = _csv_header(path) if fmt == "csv" else _parquet_header(path)
             found.append(
                 SourceFile(
@@ -141,28 +141,44 @@ def _table_paths(raw_dir: Path, table: str) -> list[Path]:
         )
     if not files or files[0].is_file():
         return files
-    parts = sorted(
-        p
-        for p in folder.iterdir()
-        if p.is_file() and p.suffix.lstrip(".") in FORMATS and not p.name.startswith((".", "_"))
-    )
+    parts, strays = [], []
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith((".", "_")):
+            continue
+        if path.is_file() and path.suffix.lower().lstrip(".") in FORMATS:
+            parts.append(path)
+        else:
+            strays.append(path.name + ("/" if path.is_dir() else ""))
+    if strays:  # never skip data silently: a .csv.gz or a subfolder may hold rows
+        raise LandingError(
+            f"folder {folder} holds entries that are not .csv or .parquet part files: "
+            f"{', '.join(strays)}; move them out, or prefix their names with _ to keep them"
+        )
     if not parts:
         raise LandingError(f"folder {folder} holds no .csv or .parquet part files")
     return parts
 
 
 def _csv_header(path: Path) -> list[str]:
-    with path.open("rb") as handle:
-        first_line = handle.readline()
-    if not first_line.strip():
+    try:
+        with path.open("rb") as handle:
+            first_line = handle.readline()
+    except OSError as error:
+        raise LandingError(f"{path} cannot be read: {error.strerror}") from None
+    if not first_line:
         raise LandingError(f"{path} is empty: a CSV file needs a header row")
+    if not first_line.strip():
+        raise LandingError(f"{path} has no header row: its first line is blank")
     try:
         text = first_line.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         raise LandingError(
             f"{path} is not UTF-8 encoded (header row, byte {error.start}); re-export it as UTF-8"
         ) from None
-    return next(csv.reader([text]))
+    try:
+        return next(csv.reader([text.rstrip("\r\n")]))
+    except csv.Error as error:
+        raise LandingError(f"{path} cannot be read as CSV (header row: {error})") from None
 
 
 def _parquet_header(path: Path) -> list[str]:
@@ -238,8 +254,7 @@ def land(con: duckdb.DuckDBPyConnection, files: list[SourceFile], load_id: str) 
 def _land_file(con: duckdb.DuckDBPyConnection, source: SourceFile) -> LandedFile:
     contract = CONTRACT[source.table]
     if source.format == "csv":
-        with source.path.open(encoding="utf-8-sig", errors="replace") as handle:
-            n_fields = len(next(csv.reader([handle.readline()])))
+        n_fields = len(_csv_header(source.path))
         fields = ", ".join(f"'c{i}': 'VARCHAR'" for i in range(n_fields))
         scan = (
             f"read_csv(?, header = true, auto_detect = false, delim = ',', quote = '\"', "
@@ -278,6 +293,7 @@ def _land_file(con: duckdb.DuckDBPyConnection, source: SourceFile) -> LandedFile
     malformed = 0
     if source.format == "csv":
         malformed = _keep_malformed_lines(con, source)
+        _check_no_line_breaks(con, source)
     return LandedFile(
         source.table, source.relative, source.format, rows, malformed, source.path.stat().st_size
     )
@@ -291,10 +307,17 @@ def _keep_malformed_lines(con: duckdb.DuckDBPyConnection, source: SourceFile) ->
         raise LandingError(
             f"{source.path} is not UTF-8 encoded (first bad line {encoding}); re-export it as UTF-8"
         )
+    unclosed = con.execute(
+        "select min(line) from csv_rejects where error_type = 'UNTERMINATED QUOTE' "
+        "or regexp_matches(csv_line, '[\r\n]')"
+    ).fetchone()[0]
+    if unclosed is not None:
+        raise _unclosed_quote(source, f"line {unclosed}")
     malformed = con.execute(
         """
         insert into raw.malformed_rows
-        select ?, ?, line, arg_min(error_type || ': ' || error_message, column_idx),
+        select ?, ?, line,
+               arg_min(error_type || ': ' || coalesce(error_message, 'no detail'), column_idx),
                any_value(csv_line)
         from csv_rejects group by line order by line""",  # one rejection per column: keep one
         [source.table, source.relative],
@@ -302,6 +325,25 @@ def _keep_malformed_lines(con: duckdb.DuckDBPyConnection, source: SourceFile) ->
     con.execute("drop table if exists csv_rejects")
     con.execute("drop table if exists csv_reject_scans")
     return malformed
+
+
+def _check_no_line_breaks(con: duckdb.DuckDBPyConnection, source: SourceFile) -> None:
+    """No contract value holds a line break: one that does swallowed the lines after it."""
+    broken = " or ".join(f"regexp_matches({c}, '[\r\n]')" for c in source.columns)
+    row = con.execute(
+        f"select min(_source_row) from raw.{source.table} where _source_file = ? and ({broken})",
+        [source.relative],
+    ).fetchone()[0]
+    if row is not None:
+        raise _unclosed_quote(source, f"data row {row}")
+
+
+def _unclosed_quote(source: SourceFile, where: str) -> LandingError:
+    return LandingError(
+        f"{source.path}: a quoted value opened at {where} runs over a line break, so the "
+        'lines after it would be read as part of one value (an unclosed or stray quote "); '
+        "fix the quoting in the file"
+    )
 
 
 def _parquet_text(column: str, column_type: str, is_date: bool) -> str:

@@ -198,3 +198,48 @@ def test_future_is_relative_to_the_load_date(tmp_path, load_date_offset):
         ).fetchone()[0]
     assert (future > 0) == (load_date_offset < 0)
     assert future >= expected
+
+
+def test_values_are_read_strictly_and_kept_exactly(tmp_path):
+    landing = make_landing(tmp_path / "landing", customers=60, months=3)
+    with duckdb.connect() as con:
+        trades = f"read_csv('{landing}/trades.csv', all_varchar = true)"
+        first = con.execute(f"select trade_id from {trades} limit 5").fetchall()
+        ids = [row[0] for row in first]
+        edits = {
+            ids[0]: "price = '12.345678'",
+            ids[1]: "trade_date = '24-01-05'",
+            ids[2]: "trade_date = '2024-1-5'",
+            ids[3]: "symbol = chr(9)",
+            ids[4]: "amount = '1_000'",
+        }
+        con.execute(f"create table t as select * from {trades}")
+        for trade_id, assignment in edits.items():
+            con.execute(f"update t set {assignment} where trade_id = '{trade_id}'")
+        con.execute(f"copy t to '{landing}/trades.csv' (header)")
+        accounts = f"{landing}/accounts.csv"
+        con.execute(f"create table a as select * from read_csv('{accounts}', all_varchar = true)")
+        con.execute("update a set birth_year = birth_year || '.0' where birth_year is not null")
+        con.execute(f"copy a to '{accounts}' (header)")
+    warehouse = build(landing, tmp_path / "warehouse.duckdb")
+    assert query(
+        warehouse,
+        "select price::varchar from staging.stg_broker__trades where trade_id = ?",
+        [ids[0]],
+    ) == [("12.3456780000",)]
+    rules = dict(
+        query(
+            warehouse,
+            "select json_extract_string(record, 'trade_id'), rule "
+            "from audit.quarantine where source_table = 'trades'",
+        )
+    )
+    assert rules == {
+        ids[1]: "invalid_date",
+        ids[2]: "invalid_date",
+        ids[3]: "missing_value",
+        ids[4]: "invalid_number",
+    }
+    assert query(
+        warehouse, "select count(*) from audit.quarantine where source_table = 'accounts'"
+    ) == [(0,)]

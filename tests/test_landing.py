@@ -141,7 +141,7 @@ def test_a_table_given_twice_is_refused(landing):
 def test_folder_without_parts_is_refused(landing):
     (landing / "fees.csv").unlink()
     (landing / "fees").mkdir()
-    (landing / "fees" / "README.txt").write_text("nothing here")
+    (landing / "fees" / "_README.txt").write_text("nothing here")
     with pytest.raises(LandingError, match=r"holds no \.csv or \.parquet part files"):
         discover(landing)
 
@@ -186,3 +186,48 @@ def test_files_starting_with_underscore_or_unknown_tables_are_ignored(landing):
     (landing / "notes.csv").write_text("a,b\n1,2\n")
     files = discover(landing)
     assert {f.table for f in files} == {"accounts", "trades", "fees", "balances", "cash_flows"}
+
+
+def test_unclosed_quote_stops_the_load_instead_of_swallowing_rows(landing):
+    path = landing / "trades.csv"
+    lines = path.read_text(encoding="utf-8").split("\n")
+    lines[5] = _quote_symbol(lines[5], '"{}')  # a quote that never closes
+    path.write_text("\n".join(lines), encoding="utf-8")
+    with pytest.raises(LandingError, match=r"trades\.csv: a quoted value opened at"):
+        landed(landing)
+
+
+def test_stray_quotes_that_pair_up_across_lines_stop_the_load(landing):
+    path = landing / "trades.csv"
+    lines = path.read_text(encoding="utf-8").split("\n")
+    lines[5] = _quote_symbol(lines[5], '"{}')
+    lines[9] = _quote_symbol(lines[9], '{}"')
+    path.write_text("\n".join(lines), encoding="utf-8")
+    with pytest.raises(LandingError, match=r"runs over a line break"):
+        landed(landing)
+
+
+def _quote_symbol(line, pattern):
+    fields = line.split(",")
+    fields[3] = pattern.format(fields[3])
+    return ",".join(fields)
+
+
+def test_parts_that_would_be_skipped_stop_the_load(tmp_path):
+    folder = make_landing(tmp_path / "parts", customers=60, months=4, parts=2)
+    (folder / "trades" / "part-00001.csv").rename(folder / "trades" / "part-00001.csv.gz")
+    with pytest.raises(LandingError, match=r"not \.csv or \.parquet part files: part-00001\.csv"):
+        discover(folder)
+
+
+def test_part_extensions_match_in_any_case(tmp_path):
+    folder = make_landing(tmp_path / "parts", customers=60, months=4, parts=2)
+    (folder / "fees" / "part-00001.csv").rename(folder / "fees" / "part-00001.CSV")
+    assert sum(f.table == "fees" for f in discover(folder)) == 2
+
+
+def test_old_mac_line_endings_fail_cleanly(landing):
+    path = landing / "accounts.csv"
+    path.write_bytes(path.read_bytes().replace(b"\n", b"\r"))
+    with pytest.raises(LandingError, match=r"accounts\.csv"):
+        landed(landing)

@@ -11,22 +11,39 @@
     close_before_open, future_date, orphan_account, duplicate_key, malformed_line
 -#}
 
+{#- trim spaces, tabs and line breaks -#}
+{% macro _trimmed(column) -%}
+    trim({{ column }}, ' ' || chr(9) || chr(10) || chr(13))
+{%- endmacro %}
+
 {% macro clean_text(column) -%}
-    nullif(trim({{ column }}), '')
+    nullif({{ _trimmed(column) }}, '')
 {%- endmacro %}
 
+{#- strictly YYYY-MM-DD, a real calendar day -#}
 {% macro parse_date(column) -%}
-    try_strptime(trim({{ column }}), '%Y-%m-%d')::date
+    case
+        when regexp_full_match({{ _trimmed(column) }}, '[0-9]{4}-[0-9]{2}-[0-9]{2}')
+            then try_strptime({{ _trimmed(column) }}, '%Y-%m-%d')::date
+    end
 {%- endmacro %}
 
+{#- plain decimal notation (optional sign, `.` as decimal point, optional
+    exponent); 10 decimal places and 28 integer digits are kept exactly -#}
 {% macro parse_decimal(column) -%}
-    try_cast(trim({{ column }}) as decimal(18, 4))
+    case
+        when regexp_full_match(
+            {{ _trimmed(column) }}, '[+-]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][+-]?[0-9]+)?'
+        )
+            then try_cast({{ _trimmed(column) }} as decimal(38, 10))
+    end
 {%- endmacro %}
 
+{#- a whole number; `1979.0` (as exported from a float column) counts as 1979 -#}
 {% macro parse_integer(column) -%}
     case
-        when regexp_full_match(trim({{ column }}), '[+-]?[0-9]{1,9}')
-            then cast(trim({{ column }}) as integer)
+        when regexp_full_match({{ _trimmed(column) }}, '[+-]?[0-9]{1,9}([.]0*)?')
+            then cast(cast({{ _trimmed(column) }} as decimal(18, 4)) as integer)
     end
 {%- endmacro %}
 

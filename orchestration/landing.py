@@ -82,6 +82,7 @@ class SourceFile:
     relative: str  # path inside the landing folder, as recorded in the warehouse
     format: str
     columns: dict[str, int]  # contract column -> position in the file
+    n_fields: int  # columns in the file's header
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,7 @@ def discover(raw_dir: Path) -> list[SourceFile]:
                     path.relative_to(raw_dir).as_posix(),
                     fmt,
                     _match_columns(path, contract, header),
+                    len(header),
                 )
             )
     return found
@@ -254,8 +256,7 @@ def land(con: duckdb.DuckDBPyConnection, files: list[SourceFile], load_id: str) 
 def _land_file(con: duckdb.DuckDBPyConnection, source: SourceFile) -> LandedFile:
     contract = CONTRACT[source.table]
     if source.format == "csv":
-        n_fields = len(_csv_header(source.path))
-        fields = ", ".join(f"'c{i}': 'VARCHAR'" for i in range(n_fields))
+        fields = ", ".join(f"'c{i}': 'VARCHAR'" for i in range(source.n_fields))
         scan = (
             f"read_csv(?, header = true, auto_detect = false, delim = ',', quote = '\"', "
             f"escape = '\"', columns = {{{fields}}}, store_rejects = true, "

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import json
 import subprocess
 
 import duckdb
 import pytest
 
-from orchestration.config import DBT_PROJECT_DIR
+from orchestration.config import DBT_PROJECT_DIR, Settings
 from orchestration.landing import CONTRACT
-from orchestration.pipeline import dbt_command, dbt_env
+from orchestration.pipeline import dbt_command, dbt_env, run
 from seeds.dirty import KEYS
 from tests.conftest import LOAD_DATE, build, make_landing, query
 
@@ -176,28 +177,38 @@ def test_the_reconciliation_check_fails_when_a_row_is_lost(clean_landing, tmp_pa
     assert "assert_load_reconciles" in check.stdout
 
 
+FUTURE_DATES = {
+    "accounts": "open_date > $d or close_date > $d",
+    "trades": "trade_date > $d",
+    "fees": "fee_date > $d",
+    "balances": "as_of_date > $d",
+    "cash_flows": "flow_date > $d",
+}
+
+
 @pytest.mark.parametrize("load_date_offset", [0, -40])
 def test_future_is_relative_to_the_load_date(tmp_path, load_date_offset):
-    """Data dated after the load date is quarantined; the same rows pass when loaded later."""
-    import datetime as dt
-
-    from orchestration.config import Settings
-    from orchestration.pipeline import run
-
+    """Exactly the rows dated after the load date are quarantined as future_date."""
     landing = make_landing(tmp_path / "landing", customers=80, months=3)
     load_date = LOAD_DATE + dt.timedelta(days=load_date_offset)
     run(Settings(landing, tmp_path / "warehouse.duckdb", None), load_date=load_date)
-    future = query(
-        tmp_path / "warehouse.duckdb",
-        "select count(*) from audit.quarantine where rule = 'future_date'",
-    )[0][0]
+    found = dict(
+        query(
+            tmp_path / "warehouse.duckdb",
+            "select source_table, count(*) from audit.quarantine "
+            "where list_contains(string_split(rules, ','), 'future_date') group by all",
+        )
+    )
     with duckdb.connect() as con:
-        expected = con.execute(
-            f"select count(*) from read_csv('{landing}/trades.csv') "
-            f"where trade_date > date '{load_date}'"
-        ).fetchone()[0]
-    assert (future > 0) == (load_date_offset < 0)
-    assert future >= expected
+        expected = {
+            table: con.execute(
+                f"select count(*) from read_csv('{landing}/{table}.csv') "
+                f"where {condition.replace('$d', repr(load_date.isoformat()))}"
+            ).fetchone()[0]
+            for table, condition in FUTURE_DATES.items()
+        }
+    assert found == {table: n for table, n in expected.items() if n}
+    assert bool(found) == (load_date_offset < 0)
 
 
 def test_values_are_read_strictly_and_kept_exactly(tmp_path):

@@ -90,20 +90,11 @@
     }) %}
 {%- endmacro %}
 
-{% macro rule_number(column) -%}
+{% macro rule_number(column, expected='a number (digits, optional sign, . as decimal point)') -%}
     {% do return({
         'code': 'invalid_number',
         'condition': clean_text('original.' ~ column) ~ ' is not null and ' ~ column ~ ' is null',
-        'message': "'" ~ column ~ " ' || " ~ _quoted(column)
-            ~ " || ' is not a number (digits, optional sign, . as decimal point)'",
-    }) %}
-{%- endmacro %}
-
-{% macro rule_integer(column) -%}
-    {% do return({
-        'code': 'invalid_number',
-        'condition': clean_text('original.' ~ column) ~ ' is not null and ' ~ column ~ ' is null',
-        'message': "'" ~ column ~ " ' || " ~ _quoted(column) ~ " || ' is not a whole number'",
+        'message': "'" ~ column ~ " ' || " ~ _quoted(column) ~ " || ' is not " ~ expected ~ "'",
     }) %}
 {%- endmacro %}
 

@@ -53,7 +53,7 @@ typed as (
     rule_in('customer_type', ['individual', 'institution']),
     rule_in('gender', ['M', 'F', 'U']),
     rule_in('risk_level', ['C1', 'C2', 'C3', 'C4', 'C5']),
-    rule_integer('birth_year'),
+    rule_number('birth_year', 'a whole number'),
     rule_range('birth_year', 'between 1900 and ' ~ load_year()),
 ] %}
 

@@ -13,16 +13,22 @@ from orchestration.pipeline import PipelineError, run, summary
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m orchestration")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser(
+    run_parser = commands.add_parser(
         "run",
         help="land TIERS_RAW_DIR, build the warehouse, publish it to "
         "TIERS_WAREHOUSE and print a summary",
     )
-    parser.parse_args(argv)
+    run_parser.add_argument(
+        "--full-refresh",
+        action="store_true",
+        help="rebuild every month-end from scratch instead of adding only new ones "
+        "(needed after changing the window_months or cash_spread_rate dbt vars)",
+    )
+    args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
         print(f"Landing {settings.raw_dir} -> {settings.warehouse}", flush=True)
-        result = run(settings)
+        result = run(settings, full_refresh=args.full_refresh)
     except (ConfigError, LandingError) as error:
         print(f"error: {error}\nNothing was published.", file=sys.stderr)
         return 2

@@ -1,9 +1,11 @@
 """The job, in-process: land the raw files, build the dbt project, publish the warehouse.
 
-The warehouse is built into a fresh file in ``.build/`` next to the published one
-and moved over it with ``os.replace`` only when every step (and every dbt test)
-passed. A failed run leaves the published file as it was, and readers holding
-the published file open keep reading the old one until they reconnect.
+The warehouse is built in ``.build/`` next to the published file, starting from a
+copy of the published file so that incremental models (the month-ends of
+``marts.customer_indicators``) only add what is new, and moved over the published
+file with ``os.replace`` only when every step (and every dbt test) passed. A
+failed run leaves the published file as it was, and readers holding the
+published file open keep reading the old one until they reconnect.
 """
 
 from __future__ import annotations
@@ -48,6 +50,20 @@ def build_path(warehouse: Path) -> Path:
     return warehouse.parent / ".build" / warehouse.name
 
 
+def start_build(warehouse: Path, full_refresh: bool) -> Path:
+    """A build file to run on: a copy of the published warehouse, or a new file.
+
+    The published file is only ever replaced, never written in place, so a copy
+    taken while readers hold it open is consistent.
+    """
+    build = build_path(warehouse)
+    shutil.rmtree(build.parent, ignore_errors=True)
+    build.parent.mkdir(parents=True)
+    if warehouse.exists() and not full_refresh:
+        shutil.copyfile(warehouse, build)
+    return build
+
+
 def dbt_command(args: list[str], load_date: dt.date) -> list[str]:
     """The dbt CLI call for this project, with the run's variables."""
     dbt = Path(sys.executable).with_name("dbt")
@@ -67,17 +83,21 @@ def dbt_env(warehouse: Path) -> dict[str, str]:
     return {**os.environ, "TIERS_WAREHOUSE": str(warehouse), "DO_NOT_TRACK": "1"}
 
 
-def run(settings: Settings, load_date: dt.date | None = None) -> RunResult:
-    """Run the whole job for ``settings``; raise on the first failure, publishing nothing."""
+def run(
+    settings: Settings, load_date: dt.date | None = None, full_refresh: bool = False
+) -> RunResult:
+    """Run the whole job for ``settings``; raise on the first failure, publishing nothing.
+
+    ``full_refresh`` builds from an empty file and rebuilds every month-end
+    (needed after changing the ``window_months`` or ``cash_spread_rate`` vars).
+    """
     load_date = load_date or dt.date.today()
     files = discover(settings.raw_dir)  # whole-file problems stop the run here
-    build = build_path(settings.warehouse)
-    shutil.rmtree(build.parent, ignore_errors=True)
-    build.parent.mkdir(parents=True)
+    build = start_build(settings.warehouse, full_refresh)
     load_id = new_load_id()
     with duckdb.connect(str(build)) as con:
         land(con, files, load_id)
-    command = dbt_command(["build"], load_date)
+    command = dbt_command(["build", *(["--full-refresh"] if full_refresh else [])], load_date)
     if subprocess.run(command, cwd=DBT_PROJECT_DIR, env=dbt_env(build)).returncode != 0:
         raise PipelineError(
             f"dbt build failed (see its output above); the published warehouse "

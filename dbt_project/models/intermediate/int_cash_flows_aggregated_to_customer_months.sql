@@ -1,0 +1,26 @@
+-- Deposits and withdrawals summed per customer (all accounts) and calendar month.
+with
+
+cash_flows as (
+    select * from {{ ref('stg_broker__cash_flows') }}
+),
+
+accounts as (
+    select account_id, customer_id from {{ ref('stg_broker__accounts') }}
+),
+
+aggregated as (
+    select
+        accounts.customer_id,
+        date_trunc('month', cash_flows.flow_date)::date as month_start,
+        count(*) as flow_count,
+        coalesce(sum(cash_flows.amount) filter (where cash_flows.direction = 'in'), 0)::double
+            as inflow,
+        coalesce(sum(cash_flows.amount) filter (where cash_flows.direction = 'out'), 0)::double
+            as outflow
+    from cash_flows
+    inner join accounts on cash_flows.account_id = accounts.account_id
+    group by all
+)
+
+select * from aggregated

@@ -1,0 +1,32 @@
+-- Fees summed per customer (all accounts) and calendar month, split into the
+-- broker's revenue (commission, margin interest) and pass-through charges.
+with
+
+fees as (
+    select * from {{ ref('stg_broker__fees') }}
+),
+
+accounts as (
+    select account_id, customer_id from {{ ref('stg_broker__accounts') }}
+),
+
+aggregated as (
+    select
+        accounts.customer_id,
+        date_trunc('month', fees.fee_date)::date as month_start,
+        count(*) as fee_count,
+        coalesce(sum(fees.amount) filter (where fees.fee_type = 'commission'), 0)::double
+            as commission,
+        coalesce(sum(fees.amount) filter (where fees.fee_type = 'margin_interest'), 0)::double
+            as margin_interest,
+        coalesce(sum(fees.amount) filter (
+            where fees.fee_type in ('stamp_duty', 'transfer_fee', 'exchange_fee')
+        ), 0)::double as pass_through_fees,
+        coalesce(sum(fees.amount) filter (where fees.fee_type = 'other'), 0)::double
+            as other_fees
+    from fees
+    inner join accounts on fees.account_id = accounts.account_id
+    group by all
+)
+
+select * from aggregated

@@ -1,0 +1,32 @@
+-- Trades summed per customer (all accounts) and calendar month.
+with
+
+trades as (
+    select * from {{ ref('stg_broker__trades') }}
+),
+
+accounts as (
+    select account_id, customer_id from {{ ref('stg_broker__accounts') }}
+),
+
+aggregated as (
+    select
+        accounts.customer_id,
+        date_trunc('month', trades.trade_date)::date as month_start,
+        count(*) as trade_count,
+        sum(trades.amount)::double as trading_volume,
+        count(distinct trades.trade_date) as active_days,
+        max(trades.trade_date) as last_trade_date,
+        -- one bit per asset class, so a trailing bit_or counts distinct classes
+        bit_or(
+            case trades.asset_class
+                when 'stock' then 1 when 'fund' then 2 when 'bond' then 4
+                when 'option' then 8 else 16
+            end
+        )::integer as asset_class_mask
+    from trades
+    inner join accounts on trades.account_id = accounts.account_id
+    group by all
+)
+
+select * from aggregated

@@ -117,7 +117,12 @@ def summary(warehouse: Path) -> str:
         rules = con.execute("""select rule, count(*) from audit.quarantine
                                group by rule order by count(*) desc, rule""").fetchall()
         first, last = con.execute("""select min(as_of_date), max(as_of_date)
-                                     from staging.stg_broker__balances""").fetchone()
+                                     from staging.stg_broker__balances""").fetchall()[0]
+        month_ends, latest, graded = con.execute("""
+            select count(distinct as_of_date), max(as_of_date),
+                   count(*) filter (where as_of_date = (select max(as_of_date)
+                                                        from marts.customer_indicators))
+            from marts.customer_indicators""").fetchall()[0]
     lines = [
         f"Warehouse {warehouse} (load {counts[0][5] if counts else '-'})",
         f"{'table':<12}{'files':>6}{'raw rows':>13}{'accepted':>13}{'quarantined':>13}",
@@ -130,4 +135,9 @@ def summary(warehouse: Path) -> str:
     )
     if first is not None:
         lines.append(f"Balance snapshots cover {first} to {last}")
+    if latest is not None:
+        lines.append(
+            f"Indicators: {month_ends} month-ends up to {latest}, "
+            f"{graded:,} customers as of {latest} (marts.customer_indicators)"
+        )
     return "\n".join(lines)

@@ -7,13 +7,17 @@ inputs); here the marts are checked as a whole against the rows they summarise.
 from __future__ import annotations
 
 import datetime as dt
+import json
+import shutil
+import subprocess
 
 import duckdb
 import pytest
 
+from benchmarks.reference import compare_indicators, indicators_duckdb
 from orchestration.config import Settings
-from orchestration.pipeline import run
-from tests.conftest import END, make_landing, query
+from orchestration.pipeline import dbt_command, dbt_env, run
+from tests.conftest import END, LOAD_DATE, make_landing, query
 
 
 def month_ends(first: dt.date, last: dt.date) -> list[dt.date]:
@@ -182,3 +186,41 @@ def test_an_incremental_run_equals_a_full_rebuild(two_loads, tmp_path):
     run(settings, load_date=dt.date(2026, 11, 21), full_refresh=True)
     marked = f"select count(*) from marts.customer_indicators where trade_count >= {MARK}"
     assert query(settings.warehouse, marked) == [(0,)]
+
+
+def test_docs_describe_every_mart_column(clean_warehouse, tmp_path):
+    """`dbt docs generate` runs offline, and every column built in marts has a description."""
+    warehouse = tmp_path / clean_warehouse.name  # dbt opens it read-write
+    shutil.copyfile(clean_warehouse, warehouse)
+    target = tmp_path / "target"
+    command = dbt_command(["docs", "generate", "--target-path", str(target)], LOAD_DATE)
+    done = subprocess.run(command, env=dbt_env(warehouse), capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-2000:]
+    manifest = json.loads((target / "manifest.json").read_text())["nodes"]
+    catalog = json.loads((target / "catalog.json").read_text())["nodes"]
+    marts = {key: node for key, node in catalog.items() if node["metadata"]["schema"] == "marts"}
+    assert {node["metadata"]["name"] for node in marts.values()} >= {
+        "customer_indicators",
+        "dim_customers",
+        "fct_trades",
+        "fct_fees",
+        "fct_customer_monthly_activity",
+    }
+    undocumented = [
+        f"{node['metadata']['name']}.{column}"
+        for key, node in marts.items()
+        for column in node["columns"]
+        if not manifest[key]["columns"].get(column, {}).get("description", "").strip()
+    ]
+    assert undocumented == []
+
+
+def test_marts_equal_an_independent_computation_from_the_raw_files(clean_landing, clean_warehouse):
+    """Every customer, month-end and indicator: dbt vs a hand-written query on the raw files."""
+    expected = indicators_duckdb(clean_landing, LOAD_DATE)
+    with duckdb.connect(str(clean_warehouse), read_only=True) as con:
+        actual = con.execute(
+            f"select {', '.join(expected.columns)} from marts.customer_indicators"
+        ).df()
+    assert len(actual) == len(expected) > 0
+    assert compare_indicators(expected, actual) == []

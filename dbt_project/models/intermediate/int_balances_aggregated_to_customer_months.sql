@@ -16,10 +16,10 @@ customer_dates as (
     select
         accounts.customer_id,
         balances.as_of_date as snapshot_date,
-        sum(balances.cash) as cash,
-        sum(balances.cash + balances.market_value) as gross_assets,
-        sum(balances.margin_debt) as margin_debt,
-        sum(balances.cash + balances.market_value - balances.margin_debt) as net_assets
+        sum(balances.cash::double) as cash,
+        sum((balances.cash + balances.market_value)::double) as gross_assets,
+        sum(balances.margin_debt::double) as margin_debt,
+        sum((balances.cash + balances.market_value - balances.margin_debt)::double) as net_assets
     from balances
     inner join accounts on balances.account_id = accounts.account_id
     group by all
@@ -30,12 +30,12 @@ aggregated as (
         customer_id,
         date_trunc('month', snapshot_date)::date as month_start,
         count(*) as snapshot_days,
-        sum(cash)::double as cash_sum,
-        sum(gross_assets)::double as gross_assets_sum,
-        sum(margin_debt)::double as margin_debt_sum,
-        sum(net_assets)::double as net_assets_sum,
+        sum(cash) as cash_sum,
+        sum(gross_assets) as gross_assets_sum,
+        sum(margin_debt) as margin_debt_sum,
+        sum(net_assets) as net_assets_sum,
         max(snapshot_date) as last_snapshot_date,
-        arg_max(net_assets, snapshot_date)::double as last_snapshot_net_assets
+        arg_max(net_assets, snapshot_date) as last_snapshot_net_assets
     from customer_dates
     group by all
 )

@@ -14,9 +14,9 @@ aggregated as (
         accounts.customer_id,
         date_trunc('month', cash_flows.flow_date)::date as month_start,
         count(*) as flow_count,
-        coalesce(sum(cash_flows.amount) filter (where cash_flows.direction = 'in'), 0)::double
+        coalesce(sum(cash_flows.amount::double) filter (where cash_flows.direction = 'in'), 0)
             as inflow,
-        coalesce(sum(cash_flows.amount) filter (where cash_flows.direction = 'out'), 0)::double
+        coalesce(sum(cash_flows.amount::double) filter (where cash_flows.direction = 'out'), 0)
             as outflow
     from cash_flows
     inner join accounts on cash_flows.account_id = accounts.account_id

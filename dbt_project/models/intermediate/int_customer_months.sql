@@ -36,8 +36,9 @@ spine as (
         )
 ),
 
--- +1 in the month an account opens, -1 in the month it closes; earlier months
--- fold into the first reporting month so that a running sum counts open accounts
+-- +1 in the month an account opens, -1 in the month it closes, earlier months
+-- folded into the first reporting month; the running sum is the number of
+-- accounts open at each month's end (only months with a change have a row)
 account_changes as (
     select customer_id, month_start, sum(change) as open_account_change
     from (
@@ -58,6 +59,25 @@ account_changes as (
         where accounts.close_date is not null
     )
     group by all
+),
+
+open_accounts as (
+    select
+        customer_id,
+        month_start,
+        (sum(open_account_change) over (
+            partition by customer_id order by month_start
+            rows between unbounded preceding and current row
+        ))::integer as open_account_count
+    from account_changes
+),
+
+balances as (
+    select * from {{ ref('int_balances_aggregated_to_customer_months') }}
+),
+
+trades as (
+    select * from {{ ref('int_trades_aggregated_to_customer_months') }}
 ),
 
 joined as (
@@ -91,35 +111,33 @@ joined as (
         coalesce(balances.net_assets_sum, 0) as net_assets_sum,
         balances.last_snapshot_date,
         balances.last_snapshot_net_assets,
-        -- accounts
-        coalesce(account_changes.open_account_change, 0) as open_account_change
+        -- running values
+        coalesce(open_accounts.open_account_count, 0) as open_account_count,
+        latest_trade.last_trade_date as latest_trade_date,
+        latest_balance.last_snapshot_date as latest_snapshot_date,
+        latest_balance.last_snapshot_net_assets as latest_net_assets
     from spine
-    left join {{ ref('int_trades_aggregated_to_customer_months') }} as trades
+    left join trades
         on spine.customer_id = trades.customer_id and spine.month_start = trades.month_start
     left join {{ ref('int_fees_aggregated_to_customer_months') }} as fees
         on spine.customer_id = fees.customer_id and spine.month_start = fees.month_start
     left join {{ ref('int_cash_flows_aggregated_to_customer_months') }} as cash_flows
         on spine.customer_id = cash_flows.customer_id
         and spine.month_start = cash_flows.month_start
-    left join {{ ref('int_balances_aggregated_to_customer_months') }} as balances
+    left join balances
         on spine.customer_id = balances.customer_id
         and spine.month_start = balances.month_start
-    left join account_changes
-        on spine.customer_id = account_changes.customer_id
-        and spine.month_start = account_changes.month_start
-),
-
-running as (
-    select
-        * exclude (open_account_change),
-        (sum(open_account_change) over to_date)::integer as open_account_count,
-        max(last_trade_date) over to_date as latest_trade_date,
-        max(last_snapshot_date) over to_date as latest_snapshot_date,
-        last_value(last_snapshot_net_assets ignore nulls) over to_date as latest_net_assets
-    from joined
-    window to_date as (
-        partition by customer_id order by month_start rows between unbounded preceding and current row
-    )
+    -- running values: the latest row at or before the month (as-of joins, no
+    -- window over the whole spine)
+    asof left join open_accounts
+        on spine.customer_id = open_accounts.customer_id
+        and spine.month_start >= open_accounts.month_start
+    asof left join trades as latest_trade
+        on spine.customer_id = latest_trade.customer_id
+        and spine.month_start >= latest_trade.month_start
+    asof left join balances as latest_balance
+        on spine.customer_id = latest_balance.customer_id
+        and spine.month_start >= latest_balance.month_start
 )
 
-select * from running
+select * from joined

@@ -15,14 +15,14 @@ aggregated as (
         accounts.customer_id,
         date_trunc('month', fees.fee_date)::date as month_start,
         count(*) as fee_count,
-        coalesce(sum(fees.amount) filter (where fees.fee_type = 'commission'), 0)::double
+        coalesce(sum(fees.amount::double) filter (where fees.fee_type = 'commission'), 0)
             as commission,
-        coalesce(sum(fees.amount) filter (where fees.fee_type = 'margin_interest'), 0)::double
+        coalesce(sum(fees.amount::double) filter (where fees.fee_type = 'margin_interest'), 0)
             as margin_interest,
-        coalesce(sum(fees.amount) filter (
+        coalesce(sum(fees.amount::double) filter (
             where fees.fee_type in ('stamp_duty', 'transfer_fee', 'exchange_fee')
-        ), 0)::double as pass_through_fees,
-        coalesce(sum(fees.amount) filter (where fees.fee_type = 'other'), 0)::double
+        ), 0) as pass_through_fees,
+        coalesce(sum(fees.amount::double) filter (where fees.fee_type = 'other'), 0)
             as other_fees
     from fees
     inner join accounts on fees.account_id = accounts.account_id

@@ -14,7 +14,7 @@ aggregated as (
         accounts.customer_id,
         date_trunc('month', trades.trade_date)::date as month_start,
         count(*) as trade_count,
-        sum(trades.amount)::double as trading_volume,
+        sum(trades.amount::double) as trading_volume,
         count(distinct trades.trade_date) as active_days,
         max(trades.trade_date) as last_trade_date,
         -- one bit per asset class, so a trailing bit_or counts distinct classes

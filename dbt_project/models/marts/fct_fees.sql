@@ -1,6 +1,10 @@
 -- One row per accepted fee, with its customer and whether it is the broker's
 -- revenue (commission, margin interest) or passed through (stamp duty,
 -- transfer and exchange fees).
+-- A view: a copy of tens of millions of rows would cost minutes per run for
+-- nothing a query on the staging rows cannot give.
+{{ config(materialized='view') }}
+
 with
 
 fees as (

@@ -1,4 +1,8 @@
 -- One row per accepted trade, with the customer and branch it belongs to.
+-- A view: a copy of tens of millions of rows would cost minutes per run for
+-- nothing a query on the staging rows cannot give.
+{{ config(materialized='view') }}
+
 with
 
 trades as (

@@ -1,0 +1,1 @@
+"""Reference implementations and benchmarks of the indicator marts, outside dbt."""

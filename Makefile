@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DO_NOT_TRACK := 1
 
-.PHONY: setup run test lint sample clean
+.PHONY: setup run dev test lint sample clean
 
 setup: $(VENV)/.installed
 
@@ -17,6 +17,11 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 run: setup  ## land TIERS_RAW_DIR, build and publish the warehouse, print a summary
 	$(BIN)/python -m orchestration run
+
+dev: setup  ## the Dagster UI on http://localhost:3000 (runs and schedules kept in data/dagster_home)
+	mkdir -p data/dagster_home
+	$(BIN)/python -c 'from orchestration.pipeline import prepare_manifest; prepare_manifest()'
+	PATH=$(CURDIR)/$(BIN):$$PATH DAGSTER_HOME=$(CURDIR)/data/dagster_home $(BIN)/dagster dev -m orchestration.definitions
 
 test: setup lint  ## every test: generator, landing, dbt build on clean and dirty data
 	$(BIN)/python -m pytest

@@ -1,4 +1,10 @@
-"""Headless entry point for scripts and cron: ``python -m orchestration run``."""
+"""Headless entry point for scripts and cron: ``python -m orchestration run``.
+
+Runs Dagster's ``tiering_job`` in-process with the environment's configuration
+(``TIERS_*`` variables), prints a short summary and exits 0; exits 2 when the
+input or the configuration is unusable and 1 when a later step fails. Either
+way nothing is published.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,10 @@ import sys
 
 from orchestration.config import ConfigError, Settings
 from orchestration.landing import LandingError
-from orchestration.pipeline import PipelineError, run, summary
+from orchestration.pipeline import PipelineError, prepare_manifest, summary, tier_summary
+
+#: Errors that mean "the input or the configuration is unusable": exit code 2.
+INPUT_ERRORS = {ConfigError.__name__, LandingError.__name__}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -15,8 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     run_parser = commands.add_parser(
         "run",
-        help="land TIERS_RAW_DIR, build the warehouse, publish it to "
-        "TIERS_WAREHOUSE and print a summary",
+        help="run the tiering job: land TIERS_RAW_DIR, build the marts, grade, publish "
+        "to TIERS_WAREHOUSE and print a summary",
     )
     run_parser.add_argument(
         "--full-refresh",
@@ -27,16 +36,41 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
-        print(f"Landing {settings.raw_dir} -> {settings.warehouse}", flush=True)
-        result = run(settings, full_refresh=args.full_refresh)
-    except (ConfigError, LandingError) as error:
+        prepare_manifest()
+    except (ConfigError, PipelineError) as error:
         print(f"error: {error}\nNothing was published.", file=sys.stderr)
         return 2
-    except PipelineError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    print(summary(result.warehouse))
+    from orchestration.assets import FULL_REFRESH_TAG  # imports read the dbt manifest
+    from orchestration.definitions import defs
+
+    print(f"Running tiering_job: {settings.raw_dir} -> {settings.warehouse}", flush=True)
+    result = defs.resolve_job_def("tiering_job").execute_in_process(
+        tags={FULL_REFRESH_TAG: "true"} if args.full_refresh else {},
+        raise_on_error=False,
+    )
+    if not result.success:
+        failures = [e for e in result.all_events if e.is_step_failure]
+        errors = [e.step_failure_data.error for e in failures if e.step_failure_data.error]
+        root = [cause for error in errors for cause in _chain(error)]
+        kinds = {cause.cls_name for cause in root}
+        message = "; ".join(cause.message.strip() for cause in root[-1:]) or "the job failed"
+        step = failures[0].step_key if failures else "?"
+        print(
+            f"error in step {step}: {message}\nNothing was published; "
+            f"{settings.warehouse} is as it was.",
+            file=sys.stderr,
+        )
+        return 2 if kinds & INPUT_ERRORS else 1
+    print(summary(settings.warehouse))
+    print(tier_summary(settings.warehouse))
     return 0
+
+
+def _chain(error):
+    """The error and its causes, outermost first."""
+    while error is not None:
+        yield error
+        error = error.cause
 
 
 if __name__ == "__main__":

@@ -24,12 +24,22 @@ class Settings:
     raw_dir: Path  # TIERS_RAW_DIR: the landing folder
     warehouse: Path  # TIERS_WAREHOUSE: the published DuckDB file
     as_of: dt.date | None  # TIERS_AS_OF: month-end to grade as of; None = last complete month
+    overrides: Path | None = None  # TIERS_OVERRIDES: the CRM team's tier overrides (CSV)
+    service_plans: Path = REPO_ROOT / "config" / "service_plans.yml"  # TIERS_SERVICE_PLANS
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
         raw_dir = Path(environ.get("TIERS_RAW_DIR") or DEFAULT_RAW_DIR).expanduser().resolve()
         warehouse = Path(environ.get("TIERS_WAREHOUSE") or DEFAULT_WAREHOUSE).expanduser().resolve()
-        return cls(raw_dir, warehouse, parse_as_of(environ.get("TIERS_AS_OF") or None))
+        overrides = environ.get("TIERS_OVERRIDES") or None
+        plans = environ.get("TIERS_SERVICE_PLANS") or REPO_ROOT / "config" / "service_plans.yml"
+        return cls(
+            raw_dir,
+            warehouse,
+            parse_as_of(environ.get("TIERS_AS_OF") or None),
+            Path(overrides).expanduser().resolve() if overrides else None,
+            Path(plans).expanduser().resolve(),
+        )
 
 
 def parse_as_of(text: str | None) -> dt.date | None:

@@ -1,11 +1,10 @@
-"""The job, in-process: land the raw files, build the dbt project, publish the warehouse.
+"""Warehouse build without grading, and the helpers the Dagster job shares.
 
-The warehouse is built in ``.build/`` next to the published file, starting from a
-copy of the published file so that incremental models (the month-ends of
-``marts.customer_indicators``) only add what is new, and moved over the published
-file with ``os.replace`` only when every step (and every dbt test) passed. A
-failed run leaves the published file as it was, and readers holding the
-published file open keep reading the old one until they reconnect.
+``run`` lands the raw files and runs ``dbt build`` (all models but the ones on
+the tier tables) into a build copy of the published warehouse
+(:mod:`orchestration.publish`), and publishes it only when every step and dbt
+test passed. The tests build their warehouses with it; ``python -m orchestration
+run`` runs the whole Dagster ``tiering_job`` instead, which adds the grading.
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import shutil
 import subprocess
 import sys
 import uuid
@@ -22,6 +20,7 @@ from pathlib import Path
 
 import duckdb
 
+from orchestration import publish
 from orchestration.config import DBT_PROJECT_DIR, Settings
 from orchestration.landing import discover, land
 
@@ -41,29 +40,6 @@ def new_load_id(now: dt.datetime | None = None) -> str:
     return f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
 
 
-def build_path(warehouse: Path) -> Path:
-    """Where a run builds the warehouse before publishing it.
-
-    Same file name as the published file: DuckDB names a file's catalog after
-    it, and dbt's views refer to that catalog, so the name must survive the move.
-    """
-    return warehouse.parent / ".build" / warehouse.name
-
-
-def start_build(warehouse: Path, full_refresh: bool) -> Path:
-    """A build file to run on: a copy of the published warehouse, or a new file.
-
-    The published file is only ever replaced, never written in place, so a copy
-    taken while readers hold it open is consistent.
-    """
-    build = build_path(warehouse)
-    shutil.rmtree(build.parent, ignore_errors=True)
-    build.parent.mkdir(parents=True)
-    if warehouse.exists() and not full_refresh:
-        shutil.copyfile(warehouse, build)
-    return build
-
-
 def dbt_command(args: list[str], load_date: dt.date) -> list[str]:
     """The dbt CLI call for this project, with the run's variables."""
     dbt = Path(sys.executable).with_name("dbt")
@@ -77,6 +53,33 @@ def dbt_command(args: list[str], load_date: dt.date) -> list[str]:
         "--vars",
         json.dumps({"load_date": load_date.isoformat()}),
     ]
+
+
+def prepare_manifest() -> Path:
+    """``dbt parse`` when the manifest is missing or older than the dbt project's files.
+
+    Dagster reads the dbt project from this manifest at import time; ``dagster
+    dev`` prepares it itself, everything else (the CLI, tests, CI) calls this first.
+    """
+    manifest = DBT_PROJECT_DIR / "target" / "manifest.json"
+    sources = [
+        p
+        for folder in ("models", "macros", "tests")
+        for p in (DBT_PROJECT_DIR / folder).rglob("*")
+        if p.is_file()
+    ] + [DBT_PROJECT_DIR / "dbt_project.yml", DBT_PROJECT_DIR / "profiles.yml"]
+    if manifest.exists() and manifest.stat().st_mtime >= max(p.stat().st_mtime for p in sources):
+        return manifest
+    done = subprocess.run(
+        dbt_command(["parse"], dt.date.today()),
+        cwd=DBT_PROJECT_DIR,
+        env={**os.environ, "DO_NOT_TRACK": "1"},
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        raise PipelineError(f"dbt parse failed:\n{done.stdout[-3000:]}")
+    return manifest
 
 
 def dbt_env(warehouse: Path) -> dict[str, str]:
@@ -93,18 +96,19 @@ def run(
     """
     load_date = load_date or dt.date.today()
     files = discover(settings.raw_dir)  # whole-file problems stop the run here
-    build = start_build(settings.warehouse, full_refresh)
     load_id = new_load_id()
+    build = publish.start_build(settings.warehouse, load_id, full_refresh)
     with duckdb.connect(str(build)) as con:
         land(con, files, load_id)
-    command = dbt_command(["build", *(["--full-refresh"] if full_refresh else [])], load_date)
+    # the models on the tier tables need a grading: the Dagster job builds them
+    build_args = ["build", "--exclude", "tag:tier_reporting"]
+    command = dbt_command([*build_args, *(["--full-refresh"] if full_refresh else [])], load_date)
     if subprocess.run(command, cwd=DBT_PROJECT_DIR, env=dbt_env(build)).returncode != 0:
         raise PipelineError(
             f"dbt build failed (see its output above); the published warehouse "
             f"{settings.warehouse} is unchanged, the failed build is kept at {build}"
         )
-    os.replace(build, settings.warehouse)
-    shutil.rmtree(build.parent, ignore_errors=True)
+    publish.publish(build, settings.warehouse)
     return RunResult(load_id, settings.warehouse)
 
 
@@ -140,4 +144,24 @@ def summary(warehouse: Path) -> str:
             f"Indicators: {month_ends} month-ends up to {latest}, "
             f"{graded:,} customers as of {latest} (marts.customer_indicators)"
         )
+    return "\n".join(lines)
+
+
+def tier_summary(warehouse: Path) -> str:
+    """The latest grading in the published warehouse: tier sizes and model quality."""
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        sizes = con.execute("""select tier, count(*), count(*) filter (where is_override)
+                               from tiers.customer_tiers group by tier
+                               order by min(tier_rank)""").fetchall()
+        as_of, run_id, kmo, factors, k, silhouette = con.execute("""
+            select as_of_date, run_id, kmo, n_factors, k, silhouette from tiers.model_runs
+            where as_of_date = (select max(as_of_date) from tiers.customer_tiers)""").fetchall()[0]
+    total = sum(n for _, n, _ in sizes) or 1
+    lines = [
+        f"Tiers as of {as_of} (grading {run_id}; KMO {kmo:.2f}, {factors} factors, "
+        f"k = {k}, silhouette {silhouette:.2f})",
+        f"{'tier':<12}{'customers':>11}{'share':>8}{'overrides':>11}",
+    ]
+    lines += [f"{t:<12}{n:>11,}{n / total:>8.1%}{o:>11,}" for t, n, o in sizes]
+    lines.append("Details: tiers.customer_tiers, tiers.tier_profiles, tiers.model_runs")
     return "\n".join(lines)

@@ -1,0 +1,234 @@
+"""Build beside the published warehouse, swap it in whole, and snapshot it to Parquet.
+
+BI tools connect read-only to the published DuckDB file and must never see a
+half-written table nor be locked out during a run. DuckDB allows one writing
+process per file, and any process holding a file (even read-only) keeps writers
+out, so the published file is never written in place:
+
+1. :func:`start_build` copies the published file to ``.build/<run_id>/`` next to
+   it (a plain byte copy, consistent because the published file only ever
+   changes by being replaced);
+2. the run writes to that copy;
+3. :func:`publish` moves the finished copy over the published path with
+   ``os.replace``, an atomic rename: a reader opening the path gets the old file
+   or the new one, never a mix, and readers already connected keep the old file
+   (its inode lives on) until they reconnect.
+
+Within one Python process, ``duckdb.connect(path)`` hands back the already open
+database while any connection to ``path`` is still open, so a process sees a
+newly published file only once all its connections to the old one are closed.
+
+DuckDB 2 files cannot be read by the older DuckDB versions that BI drivers
+bundle, so :func:`write_snapshot` also exports the BI-facing schemas to Parquet
+behind a stable ``latest`` pointer.
+
+One run at a time: each step removes what an earlier, unfinished run left behind.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import duckdb
+
+BUILD_DIR = ".build"
+MANIFEST = "_manifest.json"
+LATEST_LINK = "latest"
+LATEST_FILE = "LATEST"
+
+
+class PublishError(RuntimeError):
+    """A warehouse file is not in a state that can be copied or published safely."""
+
+
+def run_build_path(warehouse: Path, run_id: str) -> Path:
+    """Where run ``run_id`` builds the warehouse: ``<dir>/.build/<run_id>/<file name>``.
+
+    Same file name as the published file: DuckDB names a file's catalog after its
+    stem, and dbt's views refer to that catalog, so the name must survive the move.
+    """
+    return warehouse.parent / BUILD_DIR / run_id / warehouse.name
+
+
+def start_build(warehouse: Path, run_id: str, full_refresh: bool = False) -> Path:
+    """Make the build file for ``run_id``: a copy of the published warehouse, or none.
+
+    Removes everything else under ``.build/`` (builds of older runs that failed or
+    were killed, and an earlier attempt of this run). Without ``full_refresh`` the
+    published file, when there is one, is copied so incremental models only add
+    what is new; with it, or on the first run, the build starts from no file.
+    Returns the build file's path.
+    """
+    build = run_build_path(warehouse, run_id)
+    builds = build.parent.parent
+    if builds.is_dir():
+        for old in builds.iterdir():
+            if old.is_dir() and not old.is_symlink():
+                shutil.rmtree(old)
+            else:
+                old.unlink()
+    build.parent.mkdir(parents=True)
+    if warehouse.exists() and not full_refresh:
+        if _wal(warehouse).exists():
+            # Only a writer (or one that crashed) leaves a log; the file may be mid-checkpoint.
+            raise PublishError(
+                f"{warehouse} has a write-ahead log {_wal(warehouse).name}: something opened "
+                "the published file for writing. Close it (a crashed writer's log is replayed "
+                "by opening the file once with duckdb) and run again."
+            )
+        shutil.copyfile(warehouse, build)
+    return build
+
+
+def publish(build: Path, warehouse: Path) -> None:
+    """Move the finished ``build`` file over ``warehouse`` atomically, then drop its folder.
+
+    The caller closes every connection to ``build`` first: DuckDB checkpoints the
+    write-ahead log into the file and deletes the log when the last connection
+    closes. A log still next to the build means a connection is open or a writer
+    died; publishing would lose what is only in the log, so this raises
+    :class:`PublishError` instead and leaves both files untouched.
+    """
+    if _wal(build).exists():
+        raise PublishError(
+            f"{build} still has a write-ahead log {_wal(build).name}: close every "
+            "connection to the build before publishing it"
+        )
+    os.replace(build, warehouse)
+    _fsync_dir(warehouse.parent)
+    shutil.rmtree(build.parent, ignore_errors=True)
+
+
+def snapshot_root(warehouse: Path, environ: Mapping[str, str] = os.environ) -> Path:
+    """Folder of the Parquet snapshots for ``warehouse``.
+
+    The ``TIERS_SNAPSHOT_DIR`` environment variable when set, else ``snapshots/``
+    beside the warehouse file.
+    """
+    configured = environ.get("TIERS_SNAPSHOT_DIR")
+    if configured:
+        return Path(configured).expanduser().resolve()
+    return warehouse.parent / "snapshots"
+
+
+def write_snapshot(
+    warehouse: Path,
+    snapshot_root: Path,
+    run_id: str,
+    schemas: Iterable[str] = ("tiers", "marts"),
+    keep: int = 12,
+) -> Path:
+    """Export every table and view of ``schemas`` to Parquet and point ``latest`` at it.
+
+    Layout under ``snapshot_root`` (by default :func:`snapshot_root`, which the
+    ``TIERS_SNAPSHOT_DIR`` environment variable overrides)::
+
+        <run_id>/<schema>/<table>.parquet   one zstd-compressed file per table or view
+        <run_id>/_manifest.json             run_id, created_at (UTC) and each table's row count
+        latest -> <run_id>                  relative symlink to the newest complete snapshot
+        LATEST                              the newest run folder's name, for tools
+                                            that do not follow symlinks
+
+    The run folder is written under a hidden temporary name and renamed into place
+    when complete, then ``latest`` and ``LATEST`` are each swapped with
+    ``os.replace``, so a reader that resolves ``latest`` (or reads ``LATEST``) once
+    and reads from that folder always gets one complete snapshot. The newest
+    ``keep`` run folders are kept (by ``created_at``), older ones deleted, never
+    the one ``latest`` points to.
+
+    ``warehouse`` (the published file or a closed build) is opened read-only; no
+    connection of this process may hold it open for writing. Raises
+    :class:`PublishError` when a schema has nothing to export, rather than
+    pointing BI at a snapshot missing it, and ``FileExistsError`` when a
+    snapshot of ``run_id`` already exists.
+    """
+    if keep < 1:
+        raise ValueError(f"keep must be at least 1, not {keep}")
+    schemas = tuple(schemas)
+    run_dir = snapshot_root / run_id
+    if run_dir.exists():
+        raise FileExistsError(f"a snapshot of run {run_id} already exists at {run_dir}")
+    staging = snapshot_root / f".tmp-{run_id}"
+    shutil.rmtree(staging, ignore_errors=True)
+    created_at = dt.datetime.now(dt.UTC).isoformat()
+
+    tables = []
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        found = con.execute(
+            """select table_schema, table_name from information_schema.tables
+               where table_catalog = current_database()
+                 and list_contains(?, table_schema)
+               order by table_schema, table_name""",
+            [list(schemas)],
+        ).fetchall()
+        missing = sorted(set(schemas) - {schema for schema, _ in found})
+        if missing:
+            raise PublishError(f"{warehouse} has no tables or views in schema(s) {missing}")
+        for schema in schemas:
+            (staging / schema).mkdir(parents=True)
+        for schema, table in found:
+            file = Path(schema) / f"{table}.parquet"
+            (rows,) = con.execute(
+                f"copy (select * from {_ident(schema)}.{_ident(table)}) "
+                f"to {_literal(str(staging / file))} (format parquet, compression zstd)"
+            ).fetchone()
+            tables.append({"schema": schema, "table": table, "file": file.as_posix(), "rows": rows})
+
+    manifest = {"run_id": run_id, "created_at": created_at, "tables": tables}
+    (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    staging.rename(run_dir)
+
+    link_tmp = snapshot_root / f".{LATEST_LINK}.tmp"
+    link_tmp.unlink(missing_ok=True)
+    link_tmp.symlink_to(run_id, target_is_directory=True)
+    os.replace(link_tmp, snapshot_root / LATEST_LINK)
+    file_tmp = snapshot_root / f".{LATEST_FILE}.tmp"
+    file_tmp.write_text(run_id + "\n", encoding="utf-8")
+    os.replace(file_tmp, snapshot_root / LATEST_FILE)
+    _fsync_dir(snapshot_root)
+
+    _prune(snapshot_root, keep, current=run_id)
+    return run_dir
+
+
+def _prune(snapshot_root: Path, keep: int, current: str) -> None:
+    """Delete run folders beyond the newest ``keep`` and leftovers of unfinished snapshots."""
+    runs = []
+    for folder in snapshot_root.iterdir():
+        if folder.is_symlink() or not folder.is_dir():
+            continue
+        if folder.name.startswith(".tmp-"):
+            shutil.rmtree(folder, ignore_errors=True)
+        elif (folder / MANIFEST).is_file():
+            manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+            runs.append((dt.datetime.fromisoformat(manifest["created_at"]), folder.name, folder))
+    runs.sort(reverse=True)
+    for _, name, folder in runs[keep:]:
+        if name != current:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _wal(database: Path) -> Path:
+    return database.with_name(database.name + ".wal")
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` survive a power cut."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"

@@ -1,0 +1,192 @@
+"""The Dagster code location and tiering_job, run in-process on generated data."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+from dagster import AssetKey
+
+from orchestration.pipeline import prepare_manifest
+from tests.conftest import LOAD_DATE, query
+
+prepare_manifest()  # the definitions read the dbt manifest at import
+
+from orchestration.assets import TiersResource, dbt_args  # noqa: E402
+from orchestration.definitions import defs, landing_fingerprint, make_definitions  # noqa: E402
+
+TIER_CODES = {"vip", "potential", "ordinary_a", "ordinary_b", "free", "sleeping"}
+
+
+def run_job(landing, warehouse, **settings):
+    config = {"as_of": None, "overrides": None, "load_date": LOAD_DATE.isoformat(), **settings}
+    tiers = TiersResource(raw_dir=str(landing), warehouse=str(warehouse), **config)
+    job = make_definitions(tiers).resolve_job_def("tiering_job")
+    return job.execute_in_process(raise_on_error=False)
+
+
+def digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_definitions_load_with_every_part():
+    graph = defs.resolve_asset_graph()
+    keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
+    assert {
+        "raw/trades",
+        "staging/stg_broker__trades",
+        "marts/customer_indicators",
+        "tiers/customer_tiers",
+        "tiers/model_runs",
+        "marts/tier_activity_by_branch",
+        "published_warehouse",
+    } <= keys
+    checks = {key.name for key in graph.asset_check_keys}
+    assert {"kmo_adequate", "smallest_segment_share", "changed_tier_share"} <= checks
+    assert any(name.startswith("not_null_customer_indicators") for name in checks)  # dbt tests
+    assert defs.resolve_job_def("tiering_job") is not None
+    assert defs.resolve_schedule_def("monthly_after_month_end").cron_schedule == "0 6 2 * *"
+    assert defs.resolve_sensor_def("new_raw_files") is not None
+
+
+def test_dbt_args_carry_the_load_date_and_full_refresh():
+    assert dbt_args("build", LOAD_DATE) == ["build", "--vars", '{"load_date": "2026-11-21"}']
+    assert dbt_args("build", LOAD_DATE, full_refresh=True)[-1] == "--full-refresh"
+
+
+def test_the_sensor_fingerprint_changes_with_the_files(tmp_path):
+    (tmp_path / "trades.csv").write_text("a\n")
+    before = landing_fingerprint(tmp_path)
+    assert landing_fingerprint(tmp_path) == before
+    (tmp_path / "fees.csv").write_text("b\n")
+    assert landing_fingerprint(tmp_path) != before
+
+
+@pytest.fixture(scope="module")
+def graded(clean_landing, tmp_path_factory):
+    warehouse = tmp_path_factory.mktemp("dagster") / "warehouse.duckdb"
+    result = run_job(clean_landing, warehouse)
+    return warehouse, result
+
+
+def test_the_job_publishes_tiers_for_the_latest_month(graded):
+    warehouse, result = graded
+    assert result.success
+    ((as_of, graded_customers),) = query(
+        warehouse,
+        "select max(as_of_date), count(*) filter (where as_of_date = "
+        "(select max(as_of_date) from marts.customer_indicators)) from marts.customer_indicators",
+    )
+    rows = query(
+        warehouse, "select as_of_date, tier, count(*) from tiers.customer_tiers group by all"
+    )
+    assert {r[0] for r in rows} == {as_of}
+    assert {r[1] for r in rows} <= TIER_CODES
+    assert sum(r[2] for r in rows) == graded_customers
+    for table in ("tier_profiles", "tier_migrations", "service_plans", "model_runs"):
+        assert query(warehouse, f"select count(*) from tiers.{table}")[0][0] > 0
+    assert (warehouse.parent / "snapshots" / "latest" / "tiers" / "customer_tiers.parquet").exists()
+
+
+def test_tier_tables_hold_no_personal_data(graded):
+    warehouse, _ = graded
+    columns = {
+        c
+        for (c,) in query(
+            warehouse,
+            "select distinct column_name from information_schema.columns "
+            "where table_schema = 'tiers'",
+        )
+    }
+    assert not columns & {"birth_year", "gender", "branch_id", "manager_id"}
+
+
+def test_a_second_run_of_the_same_month_changes_nothing(graded, clean_landing):
+    warehouse, _ = graded
+    tables = ["customer_tiers", "customer_tier_history", "tier_profiles", "tier_migrations"]
+    before = {t: query(warehouse, f"select * from tiers.{t} order by all") for t in tables}
+    assert run_job(clean_landing, warehouse).success
+    after = {t: query(warehouse, f"select * from tiers.{t} order by all") for t in tables}
+    assert after == before
+
+
+READER = textwrap.dedent(
+    """
+    import sys, time, duckdb
+    path, stop = sys.argv[1], sys.argv[2]
+    import pathlib
+    seen = errors = 0
+    while not pathlib.Path(stop).exists():
+        try:
+            with duckdb.connect(path, read_only=True) as con:
+                n, tiers = con.execute(
+                    "select count(*), count(distinct as_of_date) from tiers.customer_tiers"
+                ).fetchall()[0]
+                assert n > 0 and tiers == 1, (n, tiers)
+                seen += 1
+        except Exception as error:
+            errors += 1
+            print(repr(error), flush=True)
+        time.sleep(0.05)
+    print(f"seen={seen} errors={errors}", flush=True)
+    """
+)
+
+
+def test_a_reader_is_never_refused_during_a_run(graded, clean_landing, tmp_path):
+    """A BI client keeps querying the published tiers while the job runs again."""
+    warehouse, _ = graded
+    stop = tmp_path / "stop"
+    reader = subprocess.Popen(
+        [sys.executable, "-c", READER, str(warehouse), str(stop)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(1)
+        assert run_job(clean_landing, warehouse).success  # not blocked by the reader
+    finally:
+        stop.touch()
+        out, _ = reader.communicate(timeout=60)
+    assert out.strip().endswith("errors=0"), out
+    assert int(out.split("seen=")[1].split()[0]) > 0
+
+
+def test_a_failed_run_leaves_the_published_tiers(graded, clean_landing, tmp_path):
+    warehouse, _ = graded
+    before = digest(warehouse)
+    plans = tmp_path / "plans.yml"
+    plans.write_text("version: broken\ntiers: {vip: {}}\n")
+    result = run_job(clean_landing, warehouse, service_plans=str(plans))
+    assert not result.success
+    assert digest(warehouse) == before
+
+
+def test_overrides_are_applied_and_audited(graded, clean_landing, tmp_path):
+    warehouse, _ = graded
+    customer, model_tier = query(
+        warehouse,
+        "select customer_id, tier from tiers.customer_tiers where tier <> 'vip' "
+        "order by customer_id limit 1",
+    )[0]
+    overrides = tmp_path / "overrides.csv"
+    overrides.write_text(
+        "customer_id,tier,reason,valid_until\n"
+        f"{customer},vip,board member,2099-12-31\n"
+        "C_NOT_A_CUSTOMER,vip,typo,\n"
+    )
+    assert run_job(clean_landing, warehouse, overrides=str(overrides)).success
+    row = query(
+        warehouse,
+        "select tier, model_tier, is_override, override_reason from tiers.customer_tiers "
+        "where customer_id = ?",
+        [customer],
+    )
+    assert row == [("vip", model_tier, True, "board member")]
+    audit = dict(query(warehouse, "select customer_id, applied from tiers.override_audit"))
+    assert audit == {customer: True, "C_NOT_A_CUSTOMER": False}
+    assert AssetKey(["tiers", "override_audit"])  # the audit is an asset of its own

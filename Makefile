@@ -20,6 +20,7 @@ run: setup  ## land TIERS_RAW_DIR, build and publish the warehouse, print a summ
 
 dev: setup  ## the Dagster UI on http://localhost:3000 (runs and schedules kept in data/dagster_home)
 	mkdir -p data/dagster_home
+	cp orchestration/dagster.yaml data/dagster_home/dagster.yaml
 	$(BIN)/python -c 'from orchestration.pipeline import prepare_manifest; prepare_manifest()'
 	PATH=$(CURDIR)/$(BIN):$$PATH DAGSTER_HOME=$(CURDIR)/data/dagster_home $(BIN)/dagster dev -m orchestration.definitions
 

@@ -9,7 +9,11 @@ way nothing is published.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import sys
+from collections.abc import Iterator
+from pathlib import Path
 
 from orchestration.config import ConfigError, Settings
 from orchestration.landing import LandingError
@@ -44,10 +48,18 @@ def main(argv: list[str] | None = None) -> int:
     from orchestration.definitions import defs
 
     print(f"Running tiering_job: {settings.raw_dir} -> {settings.warehouse}", flush=True)
-    result = defs.resolve_job_def("tiering_job").execute_in_process(
-        tags={FULL_REFRESH_TAG: "true"} if args.full_refresh else {},
-        raise_on_error=False,
-    )
+    with one_run_at_a_time(settings.warehouse) as free:
+        if not free:
+            print(
+                f"error: another run is publishing {settings.warehouse} (lock "
+                f"{lock_path(settings.warehouse)}); try again when it has finished.",
+                file=sys.stderr,
+            )
+            return 2
+        result = defs.resolve_job_def("tiering_job").execute_in_process(
+            tags={FULL_REFRESH_TAG: "true"} if args.full_refresh else {},
+            raise_on_error=False,
+        )
     if not result.success:
         failures = [e for e in result.all_events if e.is_step_failure]
         errors = [e.step_failure_data.error for e in failures if e.step_failure_data.error]
@@ -64,6 +76,30 @@ def main(argv: list[str] | None = None) -> int:
     print(summary(settings.warehouse))
     print(tier_summary(settings.warehouse))
     return 0
+
+
+def lock_path(warehouse: Path) -> Path:
+    return warehouse.with_name(f".{warehouse.name}.lock")
+
+
+@contextlib.contextmanager
+def one_run_at_a_time(warehouse: Path) -> Iterator[bool]:
+    """Hold an exclusive lock on the warehouse's lock file; yields False if another run has it.
+
+    Two runs would clear each other's builds; the lock is released by the kernel
+    even when the process dies.
+    """
+    warehouse.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path(warehouse), "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _chain(error):

@@ -38,7 +38,7 @@ from orchestration import publish
 from orchestration.config import DBT_PROJECT_DIR, Settings, parse_as_of
 from orchestration.landing import CONTRACT, discover, land
 from orchestration.pipeline import new_load_id
-from orchestration.tiering import GradingSettings, grade
+from orchestration.tiering import GradingSettings, contract_violations, grade
 
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
 dbt_project.prepare_if_dev()
@@ -187,6 +187,13 @@ def warehouse_models(context: AssetExecutionContext, dbt: DbtCliResource, tiers:
         AssetCheckSpec("kmo_adequate", asset=AssetKey(["tiers", "customer_tiers"])),
         AssetCheckSpec("smallest_segment_share", asset=AssetKey(["tiers", "customer_tiers"])),
         AssetCheckSpec("changed_tier_share", asset=AssetKey(["tiers", "customer_tiers"])),
+        AssetCheckSpec(
+            "tier_table_contract",
+            asset=AssetKey(["tiers", "customer_tiers"]),
+            blocking=True,  # a broken contract stops the run before publishing
+            description="Columns and types of the tier tables, tier codes, one row per "
+            "customer, profiles counting every graded customer.",
+        ),
     ],
     description="Grade the month's customers with ml/ and write the tiers schema.",
 )
@@ -208,6 +215,7 @@ def tier_tables(context: AssetExecutionContext, config: GradingConfig, tiers: Ti
             overrides_path=settings.overrides,
             orchestrator_run_id=context.run.run_id,
         )
+        violations = contract_violations(con)
     tables = result.tables
     current = tables["customer_tiers"]
     profiles = tables["tier_profiles"]
@@ -229,6 +237,7 @@ def tier_tables(context: AssetExecutionContext, config: GradingConfig, tiers: Ti
         },
         "model_runs": {
             **common,
+            "k diagnostics": MetadataValue.md(_k_markdown(result)),
             **{
                 key: float(quality[key])
                 for key in ("kmo", "bartlett_p_value", "silhouette")
@@ -241,6 +250,28 @@ def tier_tables(context: AssetExecutionContext, config: GradingConfig, tiers: Ti
             asset_key=AssetKey(["tiers", table]), metadata=metadata.get(table, common)
         )
     yield from _model_checks(config, quality, current, migrations)
+    yield AssetCheckResult(
+        asset_key=AssetKey(["tiers", "customer_tiers"]),
+        check_name="tier_table_contract",
+        passed=not violations,
+        severity=AssetCheckSeverity.ERROR,
+        metadata={"violations": MetadataValue.md("\n".join(f"- {v}" for v in violations))}
+        if violations
+        else {},
+    )
+
+
+#: Customers the k diagnostics are computed on (a fixed sample beyond this).
+K_DIAGNOSTICS_SAMPLE = 20_000
+
+
+def _k_markdown(result) -> str:
+    """Inertia, silhouette, Calinski-Harabasz and Davies-Bouldin for k = 2..10."""
+    indicators = result.indicators
+    if len(indicators) > K_DIAGNOSTICS_SAMPLE:
+        indicators = indicators.sample(n=K_DIAGNOSTICS_SAMPLE, random_state=0)
+    table = result.model.diagnose_k(indicators.sort_values("customer_id"), range(2, 11))
+    return table.round(4).to_markdown(index=False)
 
 
 def _model_checks(

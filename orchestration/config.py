@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+#: Schemas in the warehouse; the warehouse file must not be named like one of them.
+SCHEMAS = ("main", "raw", "staging", "intermediate", "marts", "audit", "tiers")
 DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
 DEFAULT_RAW_DIR = REPO_ROOT / "seeds" / "sample"
 DEFAULT_WAREHOUSE = REPO_ROOT / "data" / "warehouse.duckdb"
@@ -31,6 +33,13 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
         raw_dir = Path(environ.get("TIERS_RAW_DIR") or DEFAULT_RAW_DIR).expanduser().resolve()
         warehouse = Path(environ.get("TIERS_WAREHOUSE") or DEFAULT_WAREHOUSE).expanduser().resolve()
+        if warehouse.stem.lower() in SCHEMAS:
+            raise ConfigError(
+                f"TIERS_WAREHOUSE={warehouse}: DuckDB names the file's catalog "
+                f"{warehouse.stem!r}, which clashes with the warehouse schema of that name "
+                f"(queries on {warehouse.stem}.<table> become ambiguous); pick another file "
+                f"name, e.g. brokerage.duckdb"
+            )
         overrides = environ.get("TIERS_OVERRIDES") or None
         plans = environ.get("TIERS_SERVICE_PLANS") or REPO_ROOT / "config" / "service_plans.yml"
         return cls(

@@ -62,12 +62,113 @@ class GradingSettings:
 
 @dataclass
 class Grading:
-    """The outcome of :func:`grade`: the grading id, its month and the tables written."""
+    """The outcome of :func:`grade`: the grading id, its month, the model, its inputs
+    and the tables written."""
 
     grading_id: str
     as_of: dt.date
     model: TieringModel
+    indicators: pd.DataFrame
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+
+#: The columns BI and SQL users rely on, by table, with their DuckDB types. Columns
+#: may be added (factor scores, drivers), never removed or retyped.
+CONTRACT: dict[str, dict[str, str]] = {
+    "customer_tiers": {
+        "customer_id": "VARCHAR",
+        "as_of_date": "DATE",
+        "tier": "VARCHAR",
+        "tier_rank": "BIGINT",
+        "tier_name": "VARCHAR",
+        "model_tier": "VARCHAR",
+        "segment": "BIGINT",
+        "is_override": "BOOLEAN",
+        "reason": "VARCHAR",
+        "factor_1": "DOUBLE",
+        "run_id": "VARCHAR",
+    },
+    "tier_profiles": {
+        "as_of_date": "DATE",
+        "tier": "VARCHAR",
+        "customers": "BIGINT",
+        "share": "DOUBLE",
+        "revenue": "DOUBLE",
+    },
+    "tier_migrations": {
+        "as_of_date": "DATE",
+        "from_tier": "VARCHAR",
+        "to_tier": "VARCHAR",
+        "customers": "BIGINT",
+    },
+    "service_plans": {
+        "tier": "VARCHAR",
+        "manager_level": "VARCHAR",
+        "contact_frequency": "VARCHAR",
+        "service_time_share": "DOUBLE",
+    },
+    "model_runs": {
+        "run_id": "VARCHAR",
+        "as_of_date": "DATE",
+        "kmo": "DOUBLE",
+        "bartlett_p_value": "DOUBLE",
+        "variance_explained": "DOUBLE",
+        "n_factors": "BIGINT",
+        "k": "BIGINT",
+        "silhouette": "DOUBLE",
+    },
+}
+
+#: Rules on the rows: each query returns the offending rows' count.
+RULES: dict[str, str] = {
+    "customer_id unique and not null": """
+        select count(*) - count(distinct customer_id) + count(*) filter (where customer_id is null)
+        from tiers.customer_tiers""",
+    "tier and model_tier are tier codes": """
+        select count(*) from tiers.customer_tiers
+        where tier not in ('vip', 'potential', 'ordinary_a', 'ordinary_b', 'free', 'sleeping')
+           or model_tier not in ('vip', 'potential', 'ordinary_a', 'ordinary_b', 'free',
+                                 'sleeping')""",
+    "tier_rank matches tier": """
+        select count(*) from tiers.customer_tiers
+        where tier_rank <> list_position(
+            ['vip', 'potential', 'ordinary_a', 'ordinary_b', 'free', 'sleeping'], tier)""",
+    "one as_of_date in customer_tiers": """
+        select greatest(count(distinct as_of_date) - 1, 0) from tiers.customer_tiers""",
+    "history has one row per customer and month": """
+        select count(*) - count(distinct (customer_id, as_of_date))
+        from tiers.customer_tier_history""",
+    "profiles count every graded customer": """
+        select count(*) from (
+            select as_of_date, sum(customers) as n from tiers.tier_profiles group by all
+        ) as p
+        join (
+            select as_of_date, count(*) as n from tiers.customer_tier_history group by all
+        ) as h using (as_of_date)
+        where p.n <> h.n""",
+}
+
+
+def contract_violations(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """What in the ``tiers`` schema breaks :data:`CONTRACT` or :data:`RULES`; empty when fine."""
+    problems = []
+    columns = {
+        (table, column): dtype
+        for table, column, dtype in con.execute(
+            "select table_name, column_name, data_type from information_schema.columns "
+            "where table_schema = 'tiers'"
+        ).fetchall()
+    }
+    for table, expected in CONTRACT.items():
+        for column, dtype in expected.items():
+            actual = columns.get((table, column))
+            if actual != dtype:
+                problems.append(f"tiers.{table}.{column}: expected {dtype}, found {actual}")
+    for rule, sql in RULES.items():
+        (bad,) = con.execute(sql).fetchall()[0]
+        if bad:
+            problems.append(f"{rule}: {bad} rows break it")
+    return problems
 
 
 def graded_months(con: duckdb.DuckDBPyConnection) -> list[dt.date]:
@@ -261,4 +362,4 @@ def grade(
         "where as_of_date = (select max(as_of_date) from tiers.customer_tier_history)",
     )
     tables["customer_tiers"] = current
-    return Grading(run_id, as_of, model, tables)
+    return Grading(run_id, as_of, model, indicators, tables)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -16,6 +17,7 @@ from tests.conftest import LOAD_DATE, query
 
 prepare_manifest()  # the definitions read the dbt manifest at import
 
+from orchestration import assets  # noqa: E402
 from orchestration.assets import TiersResource, dbt_args  # noqa: E402
 from orchestration.definitions import defs, landing_fingerprint, make_definitions  # noqa: E402
 
@@ -190,3 +192,27 @@ def test_overrides_are_applied_and_audited(graded, clean_landing, tmp_path):
     audit = dict(query(warehouse, "select customer_id, applied from tiers.override_audit"))
     assert audit == {customer: True, "C_NOT_A_CUSTOMER": False}
     assert AssetKey(["tiers", "override_audit"])  # the audit is an asset of its own
+
+
+def test_views_do_not_depend_on_the_file_name(graded, tmp_path):
+    """BI may open a copy under any name: every view resolves inside the file it is read from."""
+    warehouse, _ = graded
+    copy = tmp_path / "bi_copy.duckdb"
+    shutil.copyfile(warehouse, copy)
+    views = query(
+        copy,
+        "select schema_name, view_name from duckdb_views() "
+        "where not internal and schema_name not in ('main', 'information_schema', 'pg_catalog')",
+    )
+    assert ("marts", "fct_trades") in views
+    for schema, view in views:
+        assert query(copy, f"select count(*) from {schema}.{view}")[0][0] >= 0
+
+
+def test_a_broken_tier_table_contract_stops_the_publish(graded, clean_landing, monkeypatch):
+    warehouse, _ = graded
+    before = digest(warehouse)
+    monkeypatch.setattr(assets, "contract_violations", lambda con: ["tiers.x: forced"])
+    result = run_job(clean_landing, warehouse)
+    assert not result.success or not result.is_node_success("published_warehouse")
+    assert digest(warehouse) == before

@@ -88,6 +88,18 @@ def test_run_rejects_a_bad_as_of(published):
     assert "TIERS_AS_OF" in done.stderr and "month-end" in done.stderr
 
 
+def test_run_rejects_an_as_of_outside_the_data(published):
+    landing, _, warehouse, _ = published
+    done = run_cli(landing, warehouse, TIERS_AS_OF="2031-01-31")
+    assert done.returncode == 2
+    assert "TIERS_AS_OF=2031-01-31 is not a month-end the data covers" in done.stderr
+
+
+def test_a_warehouse_named_like_a_schema_is_refused():
+    with pytest.raises(ConfigError, match="clashes with the warehouse schema"):
+        Settings.from_env({"TIERS_WAREHOUSE": "/srv/bi/tiers.duckdb"})
+
+
 def test_settings_defaults_work_out_of_the_box():
     settings = Settings.from_env({})
     assert settings.raw_dir == REPO_ROOT / "seeds" / "sample"
@@ -104,3 +116,16 @@ def test_as_of_must_be_a_month_end_date(text):
 
 def test_as_of_accepts_month_ends():
     assert str(parse_as_of("2024-02-29")) == "2024-02-29"
+
+
+def test_a_second_run_waits_for_the_first(tmp_path):
+    """While one run holds the warehouse's lock, another is refused with a clear message."""
+    from orchestration.__main__ import one_run_at_a_time
+
+    warehouse = tmp_path / "warehouse.duckdb"
+    with one_run_at_a_time(warehouse) as first:
+        assert first
+        done = run_cli(REPO_ROOT / "seeds" / "sample", warehouse)
+    assert done.returncode == 2
+    assert "another run is publishing" in done.stderr
+    assert not warehouse.exists()

@@ -100,9 +100,26 @@ class GradingConfig(Config):
     random_state: int = 0
     dormant_min_recency_days: float | None = 365.0
     dormant_min_tenure_months: float = 12.0
+    # NamingRules thresholds to change (ml/naming.py), e.g. {"vip_min_value": 1.2}
+    naming_thresholds: dict[str, float] = {}
     min_kmo: float = 0.6  # KMO below this: the check warns (below 0.5 it fails)
     min_segment_share: float = 0.01  # smallest tier share below this: warning
     max_changed_share: float = 0.25  # share of customers changing tier: warn above, fail above 2x
+
+
+class IndicatorConfig(Config):
+    """The indicators' dbt vars (dbt_project.yml has the same defaults)."""
+
+    window_months: int = 12  # trailing window; changing it needs a full refresh
+    cash_spread_rate: float = 0.015  # annual spread on idle cash
+    reporting_currency: str = "CNY"
+
+    def dbt_vars(self) -> dict[str, Any]:
+        return {
+            "window_months": self.window_months,
+            "cash_spread_rate": self.cash_spread_rate,
+            "reporting_currency": self.reporting_currency,
+        }
 
 
 class Translator(DagsterDbtTranslator):
@@ -132,9 +149,15 @@ def warehouse_env(path: Path) -> Iterator[None]:
             os.environ["TIERS_WAREHOUSE"] = before
 
 
-def dbt_args(command: str, load_date: dt.date, full_refresh: bool = False) -> list[str]:
+def dbt_args(
+    command: str,
+    load_date: dt.date,
+    full_refresh: bool = False,
+    dbt_vars: Mapping[str, Any] | None = None,
+) -> list[str]:
     """The dbt CLI arguments of a run (a pure function, tested on its own)."""
-    args = [command, "--vars", json.dumps({"load_date": load_date.isoformat()})]
+    variables = {"load_date": load_date.isoformat(), **(dbt_vars or {})}
+    args = [command, "--vars", json.dumps(variables, sort_keys=True)]
     return [*args, "--full-refresh"] if full_refresh else args
 
 
@@ -166,12 +189,16 @@ def raw_files(context: AssetExecutionContext, tiers: TiersResource):
     exclude=TIER_REPORTING,
     dagster_dbt_translator=Translator(),
 )
-def warehouse_models(context: AssetExecutionContext, dbt: DbtCliResource, tiers: TiersResource):
+def warehouse_models(
+    context: AssetExecutionContext,
+    dbt: DbtCliResource,
+    tiers: TiersResource,
+    config: IndicatorConfig,
+):
     """Staging, audit, intermediate and marts: `dbt build` (tests become asset checks)."""
+    args = dbt_args("build", tiers.day_of_load(), is_full_refresh(context), config.dbt_vars())
     with warehouse_env(tiers.build(context.run.run_id)):
-        yield from dbt.cli(
-            dbt_args("build", tiers.day_of_load(), is_full_refresh(context)), context=context
-        ).stream()
+        yield from dbt.cli(args, context=context).stream()
 
 
 @multi_asset(
@@ -205,6 +232,7 @@ def tier_tables(context: AssetExecutionContext, config: GradingConfig, tiers: Ti
         random_state=config.random_state,
         dormant_min_recency_days=config.dormant_min_recency_days,
         dormant_min_tenure_months=config.dormant_min_tenure_months,
+        naming=tuple(sorted(config.naming_thresholds.items())),
     )
     with duckdb.connect(str(tiers.build(context.run.run_id))) as con:
         result = grade(

@@ -14,13 +14,13 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import duckdb
 import pandas as pd
 
-from ml import ALL_INDICATORS, INDICATOR_COLUMNS, TieringModel
+from ml import ALL_INDICATORS, INDICATOR_COLUMNS, NamingRules, TieringModel
 from orchestration import tier_tables
 from orchestration.config import ConfigError
 
@@ -48,6 +48,15 @@ class GradingSettings:
     indicator_columns: tuple[str, ...] = INDICATOR_COLUMNS
     dormant_min_recency_days: float | None = 365.0
     dormant_min_tenure_months: float = 12.0
+    #: NamingRules thresholds to change, e.g. (("vip_min_value", 1.2),)
+    naming: tuple[tuple[str, float], ...] = ()
+
+    def naming_rules(self) -> NamingRules:
+        known = {f.name for f in fields(NamingRules)}
+        unknown = sorted(name for name, _ in self.naming if name not in known)
+        if unknown:
+            raise ConfigError(f"unknown naming rule thresholds {unknown}; known: {sorted(known)}")
+        return NamingRules(**dict(self.naming))
 
     def model(self) -> TieringModel:
         return TieringModel(
@@ -57,6 +66,7 @@ class GradingSettings:
             random_state=self.random_state,
             dormant_min_recency_days=self.dormant_min_recency_days,
             dormant_min_tenure_months=self.dormant_min_tenure_months,
+            naming=self.naming_rules(),
         )
 
 

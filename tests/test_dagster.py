@@ -24,11 +24,11 @@ from orchestration.definitions import defs, landing_fingerprint, make_definition
 TIER_CODES = {"vip", "potential", "ordinary_a", "ordinary_b", "free", "sleeping"}
 
 
-def run_job(landing, warehouse, **settings):
+def run_job(landing, warehouse, run_config=None, **settings):
     config = {"as_of": None, "overrides": None, "load_date": LOAD_DATE.isoformat(), **settings}
     tiers = TiersResource(raw_dir=str(landing), warehouse=str(warehouse), **config)
     job = make_definitions(tiers).resolve_job_def("tiering_job")
-    return job.execute_in_process(raise_on_error=False)
+    return job.execute_in_process(run_config=run_config, raise_on_error=False)
 
 
 def digest(path) -> str:
@@ -57,6 +57,8 @@ def test_definitions_load_with_every_part():
 
 def test_dbt_args_carry_the_load_date_and_full_refresh():
     assert dbt_args("build", LOAD_DATE) == ["build", "--vars", '{"load_date": "2026-11-21"}']
+    window = dbt_args("build", LOAD_DATE, dbt_vars={"window_months": 6})[2]
+    assert window == '{"load_date": "2026-11-21", "window_months": 6}'
     assert dbt_args("build", LOAD_DATE, full_refresh=True)[-1] == "--full-refresh"
 
 
@@ -216,3 +218,21 @@ def test_a_broken_tier_table_contract_stops_the_publish(graded, clean_landing, m
     result = run_job(clean_landing, warehouse)
     assert not result.success or not result.is_node_success("published_warehouse")
     assert digest(warehouse) == before
+
+
+def test_run_configuration_reaches_dbt_and_the_model(clean_landing, tmp_path):
+    warehouse = tmp_path / "warehouse.duckdb"
+    run_config = {
+        "ops": {
+            "warehouse_models": {"config": {"window_months": 6}},
+            "tier_tables": {
+                "config": {"n_clusters": 5, "naming_thresholds": {"vip_max_share": 0.2}}
+            },
+        }
+    }
+    assert run_job(clean_landing, warehouse, run_config=run_config).success
+    assert query(warehouse, "select distinct window_months from marts.customer_indicators") == [
+        (6,)
+    ]
+    ((k, params),) = query(warehouse, "select k, params from tiers.model_runs")
+    assert k == 5 and '"vip_max_share", 0.2' in params

@@ -16,7 +16,7 @@ from ml.factor import (
     varimax,
 )
 from ml.hysteresis import apply_hysteresis
-from ml.model import DORMANT_SEGMENT, TieringModel
+from ml.model import DORMANT_SEGMENT, MODEL_TABLES, TieringModel
 from ml.naming import TIER_RANK, TIERS, NamingRules, name_segments, segment_scores
 from ml.preprocessing import (
     ALL_INDICATORS,
@@ -40,6 +40,7 @@ __all__ = [
     "DORMANT_SEGMENT",
     "INDICATOR_COLUMNS",
     "LOG_COLUMNS",
+    "MODEL_TABLES",
     "TIERS",
     "TIER_RANK",
     "BartlettResult",

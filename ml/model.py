@@ -82,7 +82,7 @@ DORMANT_SEGMENT = 0
 
 TABLE_FORMAT_VERSION = 1
 
-_TABLES = (
+MODEL_TABLES = (
     "model_params",
     "model_indicators",
     "model_components",
@@ -633,7 +633,7 @@ class TieringModel(BaseEstimator):
         ``previous`` exactly like the original; it has no per-row training
         attributes (``labels_``, ``tiers_``).
         """
-        missing = [name for name in _TABLES if name not in tables]
+        missing = [name for name in MODEL_TABLES if name not in tables]
         if missing:
             raise KeyError(f"model tables missing: {missing}")
         raw = tables["model_params"]

@@ -37,7 +37,7 @@ from ml import TIERS
 from orchestration import publish
 from orchestration.config import DBT_PROJECT_DIR, Settings, parse_as_of
 from orchestration.landing import CONTRACT, discover, land
-from orchestration.pipeline import new_load_id
+from orchestration.pipeline import TIER_REPORTING, new_load_id
 from orchestration.tiering import GradingSettings, contract_violations, grade
 
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
@@ -54,8 +54,6 @@ TIER_TABLES = (
     "override_audit",
     "model",
 )
-#: dbt models built on the tier tables (tagged in dbt); they run after grading.
-TIER_REPORTING = "tag:tier_reporting"
 
 
 class TiersResource(ConfigurableResource):
@@ -170,16 +168,15 @@ def raw_files(context: AssetExecutionContext, tiers: TiersResource):
     files = discover(settings.raw_dir)  # whole-file problems stop the run here
     build = publish.start_build(settings.warehouse, context.run.run_id, is_full_refresh(context))
     with duckdb.connect(str(build)) as con:
-        land(con, files, new_load_id())
-        counts = dict(
-            con.execute(
-                "select table_name, estimated_size from duckdb_tables() where schema_name = 'raw'"
-            ).fetchall()
-        )
+        landed = land(con, files, new_load_id())
     for table in RAW_TABLES:
         yield MaterializeResult(
             asset_key=AssetKey(["raw", table]),
-            metadata={"rows": int(counts.get(table, 0)), "build": str(build)},
+            metadata={
+                "rows": sum(f.rows for f in landed if f.table == table),
+                "malformed lines": sum(f.malformed_rows for f in landed if f.table == table),
+                "build": str(build),
+            },
         )
 
 

@@ -24,6 +24,9 @@ from orchestration import publish
 from orchestration.config import DBT_PROJECT_DIR, Settings
 from orchestration.landing import discover, land
 
+#: dbt models built on the tier tables (tagged in dbt); they run after grading.
+TIER_REPORTING = "tag:tier_reporting"
+
 
 class PipelineError(RuntimeError):
     """A step failed; the published warehouse was left untouched."""
@@ -101,7 +104,7 @@ def run(
     with duckdb.connect(str(build)) as con:
         land(con, files, load_id)
     # the models on the tier tables need a grading: the Dagster job builds them
-    build_args = ["build", "--exclude", "tag:tier_reporting"]
+    build_args = ["build", "--exclude", TIER_REPORTING]
     command = dbt_command([*build_args, *(["--full-refresh"] if full_refresh else [])], load_date)
     if subprocess.run(command, cwd=DBT_PROJECT_DIR, env=dbt_env(build)).returncode != 0:
         raise PipelineError(

@@ -20,22 +20,9 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from ml import ALL_INDICATORS, INDICATOR_COLUMNS, NamingRules, TieringModel
+from ml import ALL_INDICATORS, INDICATOR_COLUMNS, MODEL_TABLES, NamingRules, TieringModel
 from orchestration import tier_tables
 from orchestration.config import ConfigError
-
-#: Stored model tables, one set per graded month (``TieringModel.to_tables`` names).
-MODEL_TABLES = (
-    "model_params",
-    "model_indicators",
-    "model_components",
-    "model_factors",
-    "model_loadings",
-    "model_centroids",
-    "model_segments",
-    "model_segment_profiles",
-    "model_quality",
-)
 
 
 @dataclass(frozen=True)
@@ -233,12 +220,13 @@ def previous_model(con: duckdb.DuckDBPyConnection, as_of: dt.date) -> TieringMod
     return TieringModel.from_tables(tables)
 
 
-def grading_id(indicators: pd.DataFrame, settings: GradingSettings, extra: str) -> str:
+def grading_id(indicators: pd.DataFrame, settings: GradingSettings, *inputs: bytes) -> str:
     """A digest of what determines the grading: same inputs and settings, same id."""
     digest = hashlib.sha256()
     digest.update(pd.util.hash_pandas_object(indicators, index=False).to_numpy().tobytes())
     digest.update(json.dumps(asdict(settings), sort_keys=True, default=str).encode())
-    digest.update(extra.encode())
+    for data in inputs:
+        digest.update(data)
     return digest.hexdigest()[:16]
 
 
@@ -306,13 +294,12 @@ def grade(
     ).fetchall()[0]
 
     previous = previous_model(con, as_of)
-    overrides_text = overrides_path.read_bytes().hex() if overrides_path else ""
     run_id = grading_id(
         indicators,
         settings,
-        plans_path.read_bytes().hex()
-        + overrides_text
-        + (previous.to_tables()["model_params"].to_json() if previous else ""),
+        plans_path.read_bytes(),
+        overrides_path.read_bytes() if overrides_path else b"",
+        previous.to_tables()["model_params"].to_json().encode() if previous else b"",
     )
     model = settings.model().fit(indicators, previous=previous)
     assigned = model.assign(indicators)

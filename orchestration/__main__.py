@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +38,12 @@ def main(argv: list[str] | None = None) -> int:
         help="rebuild every month-end from scratch instead of adding only new ones "
         "(needed after changing the window_months or cash_spread_rate dbt vars)",
     )
+    run_parser.add_argument(
+        "--timings",
+        type=Path,
+        metavar="FILE",
+        help="write each step's start and end time (Unix seconds) to FILE as JSON",
+    )
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
@@ -44,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, PipelineError) as error:
         print(f"error: {error}\nNothing was published.", file=sys.stderr)
         return 2
+    from dagster import DagsterInstance
+
     from orchestration.assets import FULL_REFRESH_TAG  # imports read the dbt manifest
     from orchestration.definitions import defs
 
@@ -56,10 +65,14 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
+        instance = DagsterInstance.ephemeral()
         result = defs.resolve_job_def("tiering_job").execute_in_process(
+            instance=instance,
             tags={FULL_REFRESH_TAG: "true"} if args.full_refresh else {},
             raise_on_error=False,
         )
+    if args.timings:
+        write_timings(instance, result, args.timings)
     if not result.success:
         failures = [e for e in result.all_events if e.is_step_failure]
         errors = [e.step_failure_data.error for e in failures if e.step_failure_data.error]
@@ -76,6 +89,29 @@ def main(argv: list[str] | None = None) -> int:
     print(summary(settings.warehouse))
     print(tier_summary(settings.warehouse))
     return 0
+
+
+def write_timings(instance, result, path: Path) -> None:
+    """Each step's start and end (Unix seconds) from the run's event log, as JSON."""
+    steps: dict[str, dict[str, float]] = {}
+    for record in instance.all_logs(result.run_id):
+        event = record.dagster_event
+        if event is None or event.step_key is None:
+            continue
+        if event.event_type_value == "STEP_START":
+            steps[event.step_key] = {"start": record.timestamp}
+        elif event.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE"):
+            steps.setdefault(event.step_key, {})["end"] = record.timestamp
+    path.write_text(
+        json.dumps(
+            {
+                "run_id": result.run_id,
+                "success": result.success,
+                "steps": [{"step": key, **times} for key, times in steps.items()],
+            },
+            indent=2,
+        )
+    )
 
 
 def lock_path(warehouse: Path) -> Path:

@@ -37,7 +37,7 @@ from ml import TIERS
 from orchestration import publish
 from orchestration.config import DBT_PROJECT_DIR, Settings, parse_as_of
 from orchestration.landing import CONTRACT, discover, land
-from orchestration.pipeline import TIER_REPORTING, new_load_id
+from orchestration.pipeline import INGESTION, TIER_REPORTING, new_load_id
 from orchestration.tiering import GradingSettings, contract_violations, grade
 
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
@@ -183,7 +183,21 @@ def raw_files(context: AssetExecutionContext, tiers: TiersResource):
 @dbt_assets(
     manifest=dbt_project.manifest_path,
     project=dbt_project,
-    exclude=TIER_REPORTING,
+    select=INGESTION,
+    dagster_dbt_translator=Translator(),
+    name="staging_models",
+)
+def staging_models(context: AssetExecutionContext, dbt: DbtCliResource, tiers: TiersResource):
+    """Type and judge the landed rows: staging, quarantine and reconciliation (`dbt build`)."""
+    args = dbt_args("build", tiers.day_of_load(), is_full_refresh(context))
+    with warehouse_env(tiers.build(context.run.run_id)):
+        yield from dbt.cli(args, context=context).stream()
+
+
+@dbt_assets(
+    manifest=dbt_project.manifest_path,
+    project=dbt_project,
+    exclude=f"{INGESTION} {TIER_REPORTING}",
     dagster_dbt_translator=Translator(),
 )
 def warehouse_models(
@@ -192,7 +206,7 @@ def warehouse_models(
     tiers: TiersResource,
     config: IndicatorConfig,
 ):
-    """Staging, audit, intermediate and marts: `dbt build` (tests become asset checks)."""
+    """Intermediate models and marts: `dbt build` (tests become asset checks)."""
     args = dbt_args("build", tiers.day_of_load(), is_full_refresh(context), config.dbt_vars())
     with warehouse_env(tiers.build(context.run.run_id)):
         yield from dbt.cli(args, context=context).stream()

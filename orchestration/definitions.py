@@ -29,6 +29,7 @@ from orchestration.assets import (
     dbt_project,
     published_warehouse,
     raw_files,
+    staging_models,
     tier_reporting_models,
     tier_tables,
     warehouse_models,
@@ -76,6 +77,7 @@ def make_definitions(tiers: TiersResource | None = None) -> Definitions:
     return Definitions(
         assets=[
             raw_files,
+            staging_models,
             warehouse_models,
             tier_tables,
             tier_reporting_models,

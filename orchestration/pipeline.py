@@ -26,6 +26,8 @@ from orchestration.landing import discover, land
 
 #: dbt models built on the tier tables (tagged in dbt); they run after grading.
 TIER_REPORTING = "tag:tier_reporting"
+#: dbt models that type and judge the landed rows (staging, quarantine, reconciliation).
+INGESTION = "staging audit"
 
 
 class PipelineError(RuntimeError):

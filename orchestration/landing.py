@@ -1,9 +1,12 @@
-"""Land a raw landing folder into the warehouse's ``raw`` schema, as text.
+"""Land a raw landing folder for the warehouse: check every file, hand its rows to dbt.
 
-Every contract column is copied as it arrived (VARCHAR), with the file it came
-from and its position there, so the dbt staging layer can type each value and
-route every row to staging or to ``audit.quarantine``. This module only judges
-whole files; rows are judged in dbt:
+Each contract table becomes a view ``raw.<table>`` over the files this load
+lands, with every contract column as text (as it arrived), the file it came
+from and its position there; the dbt base models type each value and route
+every row to staging or to ``audit.quarantine`` in one pass over the files.
+Loads are incremental by file: a file landed before with the same size and
+modification time is not read again (``raw.landed_files``). This module only
+judges whole files; rows are judged in dbt:
 
 - a missing required table, a required column missing from a file, an empty or
   unreadable file, or a file that is not UTF-8 raises ``LandingError`` naming the
@@ -93,6 +96,7 @@ class LandedFile:
     rows: int
     malformed_rows: int
     bytes: int
+    modified_ns: int
 
 
 def discover(raw_dir: Path) -> list[SourceFile]:
@@ -215,27 +219,47 @@ def _match_columns(path: Path, contract: TableContract, header: list[str]) -> di
 
 
 def land(con: duckdb.DuckDBPyConnection, files: list[SourceFile], load_id: str) -> list[LandedFile]:
-    """Copy every file's rows into ``raw.<table>`` (all text) and record the load.
+    """Check this load's files and point ``raw.<table>`` at the ones with new rows.
 
-    Creates ``raw.<table>`` for every contract table (empty when an optional
-    table is absent), ``raw.malformed_rows`` and ``raw.landed_files``.
+    Loads are incremental by file. A file already landed with the same size and
+    modification time holds rows the warehouse already has, so it is left out;
+    a new or changed file is landed, and a changed or vanished file's old rows
+    are dropped by the base models (they keep only rows of the files listed in
+    ``raw.landed_files``). ``accounts`` is a snapshot and is always landed whole.
+
+    Every file to land is read once here (row count, malformed lines, encoding,
+    quoting); ``raw.<table>`` becomes a view reading those files' contract
+    columns as text, with ``_source_file`` and ``_source_row``. Also keeps
+    ``raw.landed_files`` (every file whose rows the warehouse holds, with the
+    load that landed it), ``raw.malformed_rows`` and ``raw.latest_load``.
+    Returns the files landed by this load.
     """
     con.execute("create schema if not exists raw")
-    con.execute("""create or replace table raw.malformed_rows (
-        source_table varchar, source_file varchar, line bigint, error varchar, raw_line varchar)""")
-    for table, contract in CONTRACT.items():
-        columns = ", ".join(f"{c} varchar" for c in contract.columns)
-        con.execute(
-            f"create or replace table raw.{table} "
-            f"({columns}, _source_file varchar, _source_row bigint)"
-        )
-    landed = [_land_file(con, source) for source in files]
-    con.execute("""create or replace table raw.landed_files (
+    _upgrade_old_layout(con)
+    con.execute("""create table if not exists raw.landed_files (
         load_id varchar, landed_at timestamp, source_table varchar, source_file varchar,
-        format varchar, bytes bigint, rows bigint, malformed_rows bigint)""")
+        format varchar, bytes bigint, modified_ns bigint, rows bigint, malformed_rows bigint)""")
+    con.execute("""create table if not exists raw.malformed_rows (
+        source_table varchar, source_file varchar, line bigint, error varchar, raw_line varchar)""")
+    kept = _unchanged_files(con, files)
+    to_land = [f for f in files if (f.table, f.relative) not in kept]
+    # rows of files that changed, vanished or are landed again are replaced
+    con.execute(
+        "create or replace temp table kept_files (source_table varchar, source_file varchar)"
+    )
+    if kept:
+        con.executemany("insert into kept_files values (?, ?)", sorted(kept))
+    for name in ("landed_files", "malformed_rows"):
+        con.execute(
+            f"delete from raw.{name} where (source_table, source_file) not in "
+            "(select (source_table, source_file) from kept_files)"
+        )
+    landed = [_check_file(con, source) for source in to_land]
+    for table, contract in CONTRACT.items():
+        _create_view(con, table, contract, [f for f in to_land if f.table == table])
     landed_at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     con.executemany(
-        "insert into raw.landed_files values (?, ?, ?, ?, ?, ?, ?, ?)",
+        "insert into raw.landed_files values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
             (
                 load_id,
@@ -244,17 +268,129 @@ def land(con: duckdb.DuckDBPyConnection, files: list[SourceFile], load_id: str) 
                 f.source_file,
                 f.format,
                 f.bytes,
+                f.modified_ns,
                 f.rows,
                 f.malformed_rows,
             )
             for f in landed
         ],
     )
+    con.execute(
+        "create or replace table raw.latest_load as "
+        "select ?::varchar as load_id, ?::timestamp as landed_at, ?::bigint as files_landed, "
+        "?::bigint as files_kept",
+        [load_id, landed_at, len(landed), len(kept)],
+    )
     return landed
 
 
-def _land_file(con: duckdb.DuckDBPyConnection, source: SourceFile) -> LandedFile:
-    contract = CONTRACT[source.table]
+def _upgrade_old_layout(con: duckdb.DuckDBPyConnection) -> None:
+    """Warehouses built before incremental loads kept raw rows as tables: land afresh."""
+    old = (
+        con.execute(
+            "select count(*) from duckdb_columns() where schema_name = 'raw' "
+            "and table_name = 'landed_files' and column_name = 'modified_ns'"
+        ).fetchall()[0][0]
+        == 0
+    )
+    if old:
+        for name, kind in con.execute(
+            "select table_name, 'table' from duckdb_tables() where schema_name = 'raw' "
+            "union all select view_name, 'view' from duckdb_views() where schema_name = 'raw'"
+        ).fetchall():
+            con.execute(f"drop {kind} raw.{name}")
+        for (name,) in con.execute(
+            "select table_name from duckdb_tables() where schema_name = 'staging' "
+            "and table_name like 'base_broker__%'"
+        ).fetchall():
+            con.execute(f"drop table staging.{name}")
+
+
+def _unchanged_files(con: duckdb.DuckDBPyConnection, files: list[SourceFile]) -> set:
+    """(table, file) of the files landed before with the same size and modification time."""
+    landed = {
+        (table, name): (size, modified)
+        for table, name, size, modified in con.execute(
+            "select source_table, source_file, bytes, modified_ns from raw.landed_files"
+        ).fetchall()
+    }
+    unchanged = set()
+    for f in files:
+        stat = f.path.stat()
+        if f.table != "accounts" and landed.get((f.table, f.relative)) == (
+            stat.st_size,
+            stat.st_mtime_ns,
+        ):
+            unchanged.add((f.table, f.relative))
+    return unchanged
+
+
+def _scan(source: SourceFile) -> str:
+    """The table function reading ``source``'s fields (CSV: all text, malformed lines skipped)."""
+    if source.format == "parquet":
+        return f"read_parquet({_literal(source.path.resolve())})"
+    fields = ", ".join(f"'c{i}': 'VARCHAR'" for i in range(source.n_fields))
+    return (
+        f"read_csv({_literal(source.path.resolve())}, header = true, auto_detect = false, "
+        f"delim = ',', quote = '\"', escape = '\"', columns = {{{fields}}}, ignore_errors = true)"
+    )
+
+
+def _text_values(con: duckdb.DuckDBPyConnection, source: SourceFile) -> dict[str, str]:
+    """SQL for each contract column found in ``source``, as the text a CSV would hold."""
+    if source.format == "csv":
+        return {c: f"c{p}" for c, p in source.columns.items()}
+    types = dict(
+        con.execute(
+            "select column_name, column_type from (describe select * from read_parquet(?))",
+            [str(source.path)],
+        ).fetchall()
+    )
+    names = list(types)
+    date_columns = CONTRACT[source.table].date_columns
+    return {
+        c: _parquet_text(f'"{names[p]}"', types[names[p]], c in date_columns)
+        for c, p in source.columns.items()
+    }
+
+
+def _create_view(
+    con: duckdb.DuckDBPyConnection, table: str, contract: TableContract, sources: list[SourceFile]
+) -> None:
+    """``raw.<table>``: the contract columns of ``sources`` as text, one select per file."""
+    selects = []
+    for source in sources:
+        value = _text_values(con, source)
+        columns = ", ".join(
+            f"{value[c]} as {c}" if c in value else f"null::varchar as {c}"
+            for c in contract.columns
+        )
+        selects.append(
+            f"select {columns}, {_literal(source.relative)} as _source_file, "
+            f"row_number() over () as _source_row from {_scan(source)}"
+        )
+    if not selects:
+        columns = ", ".join(f"null::varchar as {c}" for c in contract.columns)
+        selects.append(
+            f"select {columns}, null::varchar as _source_file, null::bigint as "
+            "_source_row where false"
+        )
+    is_table = con.execute(
+        "select count(*) from duckdb_tables() where schema_name = 'raw' and table_name = ?",
+        [table],
+    ).fetchall()[0][0]
+    if is_table:  # a table of the same name stops create or replace view
+        con.execute(f"drop table raw.{table}")
+    con.execute(f"create or replace view raw.{table} as\n" + "\nunion all\n".join(selects))
+
+
+def _literal(value: object) -> str:
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _check_file(con: duckdb.DuckDBPyConnection, source: SourceFile) -> LandedFile:
+    """Read ``source`` once: count its rows, keep its malformed lines, stop on whole-file errors."""
+    stat = source.path.stat()
     if source.format == "csv":
         fields = ", ".join(f"'c{i}': 'VARCHAR'" for i in range(source.n_fields))
         scan = (
@@ -262,31 +398,15 @@ def _land_file(con: duckdb.DuckDBPyConnection, source: SourceFile) -> LandedFile
             f"escape = '\"', columns = {{{fields}}}, store_rejects = true, "
             f"rejects_table = 'csv_rejects', rejects_scan = 'csv_reject_scans')"
         )
-        value = {c: f"c{p}" for c, p in source.columns.items()}
-    else:
-        types = dict(
-            con.execute(
-                "select column_name, column_type from (describe select * from read_parquet(?))",
-                [str(source.path)],
-            ).fetchall()
+        # a value holding a line break swallowed the lines after it (an unclosed quote)
+        broken = " or ".join(
+            f"contains(c{p}, chr(10)) or contains(c{p}, chr(13))" for p in source.columns.values()
         )
-        names = list(types)
-        scan = "read_parquet(?)"
-        value = {
-            c: _parquet_text(f'"{names[p]}"', types[names[p]], c in contract.date_columns)
-            for c, p in source.columns.items()
-        }
-    select = ", ".join(
-        f"{value[c]} as {c}" if c in value else f"null as {c}" for c in contract.columns
-    )
+        query = f"select count(*), count(*) filter (where {broken}) from {scan}"
+    else:
+        query = "select count(*), 0 from read_parquet(?)"
     try:
-        rows = con.execute(
-            f"""insert into raw.{source.table}
-                               select {select}, ? as _source_file,
-                                      row_number() over () as _source_row
-                               from {scan}""",
-            [source.relative, str(source.path)],
-        ).fetchone()[0]
+        rows, broken_rows = con.execute(query, [str(source.path)]).fetchall()[0]
     except duckdb.Error as error:
         raise LandingError(
             f"{source.path} cannot be read as {source.format.upper()}: {_first_line(error)}"
@@ -294,10 +414,29 @@ def _land_file(con: duckdb.DuckDBPyConnection, source: SourceFile) -> LandedFile
     malformed = 0
     if source.format == "csv":
         malformed = _keep_malformed_lines(con, source)
-        _check_no_line_breaks(con, source)
+        if broken_rows:
+            raise _unclosed_quote(source, _first_broken_row(con, source))
     return LandedFile(
-        source.table, source.relative, source.format, rows, malformed, source.path.stat().st_size
+        source.table,
+        source.relative,
+        source.format,
+        rows,
+        malformed,
+        stat.st_size,
+        stat.st_mtime_ns,
     )
+
+
+def _first_broken_row(con: duckdb.DuckDBPyConnection, source: SourceFile) -> str:
+    """Where the first value holding a line break is (only read when there is one)."""
+    broken = " or ".join(
+        f"contains(c{p}, chr(10)) or contains(c{p}, chr(13))" for p in source.columns.values()
+    )
+    row = con.execute(
+        f"select min(_row) from (select *, row_number() over () as _row from {_scan(source)}) "
+        f"where {broken}"
+    ).fetchall()[0][0]
+    return f"data row {row}"
 
 
 def _keep_malformed_lines(con: duckdb.DuckDBPyConnection, source: SourceFile) -> int:
@@ -326,17 +465,6 @@ def _keep_malformed_lines(con: duckdb.DuckDBPyConnection, source: SourceFile) ->
     con.execute("drop table if exists csv_rejects")
     con.execute("drop table if exists csv_reject_scans")
     return malformed
-
-
-def _check_no_line_breaks(con: duckdb.DuckDBPyConnection, source: SourceFile) -> None:
-    """No contract value holds a line break: one that does swallowed the lines after it."""
-    broken = " or ".join(f"regexp_matches({c}, '[\r\n]')" for c in source.columns)
-    row = con.execute(
-        f"select min(_source_row) from raw.{source.table} where _source_file = ? and ({broken})",
-        [source.relative],
-    ).fetchone()[0]
-    if row is not None:
-        raise _unclosed_quote(source, f"data row {row}")
 
 
 def _unclosed_quote(source: SourceFile, where: str) -> LandingError:

@@ -123,12 +123,16 @@ def write_snapshot(
     schemas: Iterable[str] = ("tiers", "marts"),
     keep: int = 12,
 ) -> Path:
-    """Export every table and view of ``schemas`` to Parquet and point ``latest`` at it.
+    """Export every table of ``schemas`` to Parquet and point ``latest`` at it.
+
+    Views are left out: they are queries over the warehouse (``marts.fct_trades``
+    and ``marts.fct_fees`` read every staged trade and fee, 100 million rows at a
+    million customers), so exporting them would cost more than the run itself.
 
     Layout under ``snapshot_root`` (by default :func:`snapshot_root`, which the
     ``TIERS_SNAPSHOT_DIR`` environment variable overrides)::
 
-        <run_id>/<schema>/<table>.parquet   one zstd-compressed file per table or view
+        <run_id>/<schema>/<table>.parquet   one zstd-compressed file per table
         <run_id>/_manifest.json             run_id, created_at (UTC) and each table's row count
         latest -> <run_id>                  relative symlink to the newest complete snapshot
         LATEST                              the newest run folder's name, for tools
@@ -162,13 +166,14 @@ def write_snapshot(
         found = con.execute(
             """select table_schema, table_name from information_schema.tables
                where table_catalog = current_database()
+                 and table_type = 'BASE TABLE'
                  and list_contains(?, table_schema)
                order by table_schema, table_name""",
             [list(schemas)],
         ).fetchall()
         missing = sorted(set(schemas) - {schema for schema, _ in found})
         if missing:
-            raise PublishError(f"{warehouse} has no tables or views in schema(s) {missing}")
+            raise PublishError(f"{warehouse} has no tables in schema(s) {missing}")
         for schema in schemas:
             (staging / schema).mkdir(parents=True)
         for schema, table in found:

@@ -118,114 +118,201 @@
     }) %}
 {%- endmacro %}
 
-{#- reason: "code: message; code: message" in rule order, NULL when no rule is broken -#}
+{#- true when the row breaks any of the rules -#}
+{% macro breaks_any(rules) -%}
+    ({% for rule in rules %}coalesce({{ rule.condition }}, false){% if not loop.last %}
+        or {% endif %}{% endfor %})
+{%- endmacro %}
+
+{#- reason: "code: message; code: message" in rule order, NULL when no rule is
+    broken. The messages are built only for the rows that break a rule. -#}
 {% macro rejection_reason(rules) -%}
-    nullif(concat_ws('; '
+    case when {{ breaks_any(rules) }} then concat_ws('; '
     {%- for rule in rules %},
         case when {{ rule.condition }} then '{{ rule.code }}: ' || {{ rule.message }} end
     {%- endfor %}
-    ), '')
+    ) end
 {%- endmacro %}
 
 {% macro rejection_rules(rules) -%}
-    nullif(concat_ws(','
+    case when {{ breaks_any(rules) }} then concat_ws(','
     {%- for rule in rules %},
         case when {{ rule.condition }} then '{{ rule.code }}' end
     {%- endfor %}
-    ), '')
+    ) end
 {%- endmacro %}
 
 {#-
-    Orphans and duplicates, judged after the row rules, in one macro for all
-    tables. `checked` is a CTE with rejection_reason / rejection_rules from the
-    row rules. A row whose account_id is not an accepted account is an orphan; of
-    the rows with the same key that break no other rule, the first by source file
-    and row is kept and the rest are duplicates. Adds `record` (the row's original
-    values as JSON) to rejected rows.
+    Orphan account_ids, judged after the row rules: a row whose account_id is
+    not an accepted account. `checked` is a CTE with rejection_reason /
+    rejection_rules from the row rules and `original`, the struct of the row's
+    text values. Adds `record` (the original values as JSON) to rejected rows.
+    The accounts are looked up with IN, so the hash table is built on the
+    accounts, never on the (much larger) rows being judged.
 -#}
-{% macro judge_keys_and_accounts(checked, key_columns, check_account=true) -%}
-    {%- set key = key_columns | join(', ') -%}
-    {%- set key_text = key_columns | join(" || '/' || ") -%}
-    {%- if check_account %}
-    , accounts as (
+{% macro judge_accounts(checked) -%}
+    , account_checked as (
         select
-            account_id,
-            bool_or(rejection_reason is null) as is_accepted
-        from {{ ref('base_broker__accounts') }}
-        where account_id is not null
-        group by account_id
-    ),
-
-    account_checked as (
-        select
-            {{ checked }}.*,
+            *,
             case
-                when {{ checked }}.account_id is null then null
-                when accounts.account_id is null
-                    then 'orphan_account: account_id ''' || {{ checked }}.account_id
+                when account_id is null then null
+                when account_id not in (
+                    select account_id from {{ ref('base_broker__accounts') }}
+                    where account_id is not null
+                )
+                    then 'orphan_account: account_id ''' || account_id
                         || ''' is not in accounts'
-                when not accounts.is_accepted
-                    then 'orphan_account: account_id ''' || {{ checked }}.account_id
+                when account_id not in (
+                    select account_id from {{ ref('base_broker__accounts') }}
+                    where rejection_reason is null
+                )
+                    then 'orphan_account: account_id ''' || account_id
                         || ''' belongs to an account row that was quarantined'
             end as orphan_reason
         from {{ checked }}
-        left join accounts on {{ checked }}.account_id = accounts.account_id
-    )
-    {%- else %}
-    , account_checked as (
-        select *, null::varchar as orphan_reason from {{ checked }}
-    )
-    {%- endif %},
-
-
-    -- keys held by more than one otherwise good row, and the row kept for each:
-    -- an aggregate rather than a window, so only the few repeated keys join back
-    repeated_keys as (
-        select
-            {{ key }},
-            min({'file': _source_file, 'row': _source_row}) as kept
-        from account_checked
-        where rejection_reason is null and orphan_reason is null
-        group by {{ key }}
-        having count(*) > 1
-    ),
-
-    flagged as (
-        select
-            account_checked.*,
-            repeated_keys.kept,
-            account_checked.rejection_reason is null
-            and account_checked.orphan_reason is null
-            and repeated_keys.kept is not null
-            and repeated_keys.kept
-            <> {'file': account_checked._source_file, 'row': account_checked._source_row}
-                as is_duplicate
-        from account_checked
-        left join repeated_keys using ({{ key }})
-    ),
-
-    judged as (
-        select
-            * exclude (rejection_reason, rejection_rules, orphan_reason, kept, is_duplicate),
-            nullif(concat_ws('; ',
-                rejection_reason,
-                orphan_reason,
-                case when is_duplicate
-                    then 'duplicate_key: {{ key_columns | join("/") }} '''
-                        || {{ key_text }} || ''' already seen in '
-                        || kept.file || ' row ' || kept.row || ', which is kept'
-                end
-            ), '') as rejection_reason,
-            nullif(concat_ws(',',
-                rejection_rules,
-                case when orphan_reason is not null then 'orphan_account' end,
-                case when is_duplicate then 'duplicate_key' end
-            ), '') as rejection_rules
-        from flagged
     )
 
     select
+        * exclude (original, rejection_reason, rejection_rules, orphan_reason),
+        case when orphan_reason is null then rejection_reason
+            else concat_ws('; ', rejection_reason, orphan_reason) end as rejection_reason,
+        case when orphan_reason is null then rejection_rules
+            else concat_ws(',', rejection_rules, 'orphan_account') end as rejection_rules,
+        case when rejection_reason is not null or orphan_reason is not null
+            then to_json(original)::varchar end as record
+    from account_checked
+{%- endmacro %}
+
+{#- the same, for accounts themselves -#}
+{% macro without_account_check(checked) -%}
+    select
         * exclude (original),
-        case when rejection_reason is not null then to_json(original) end as record
-    from judged
+        case when rejection_reason is not null then to_json(original)::varchar end as record
+    from {{ checked }}
+{%- endmacro %}
+
+{#-
+    Duplicate keys, judged last, in a post-hook of the base model: of the rows
+    with the same key that break no other rule, the first one seen is kept and
+    the others are quarantined as duplicate_key. First seen: rows of earlier
+    loads before this load's, then by source file and row. Only rows of this
+    load (the files raw.<table> reads) can become duplicates; their original
+    values are read again from raw.<table>, and only when there are any.
+-#}
+{% macro judge_duplicate_keys(table, key_columns) -%}
+    {%- if execute -%}
+    {%- set key = key_columns | join(', ') -%}
+    {%- set found = this.identifier ~ '__duplicates' -%}
+    {%- set earlier_loads -%}
+        select count(*) from {{ source('broker', 'landed_files') }}
+        where source_table = '{{ table }}'
+            and load_id <> (select load_id from {{ source('broker', 'latest_load') }})
+    {%- endset -%}
+    {%- set only_this_load = run_query(earlier_loads).columns[0].values()[0] == 0 -%}
+    {%- set find_sql -%}
+        create or replace temp table {{ found }} as
+        with
+
+        this_load as (
+            select source_file as _source_file
+            from {{ source('broker', 'landed_files') }}
+            where source_table = '{{ table }}'
+                and load_id = (select load_id from {{ source('broker', 'latest_load') }})
+        ),
+
+        good as (
+            select
+                {{ key }},
+                _source_file,
+                _source_row,
+                _source_file in (select _source_file from this_load) as is_new
+            from {{ this }}
+            where rejection_reason is null
+        ),
+
+        {% if only_this_load -%}
+        -- every row is new: one pass over the keys
+        repeated as (
+            select {{ key }} from good group by {{ key }} having count(*) > 1
+        ),
+        {%- else -%}
+        -- only keys of this load's rows can repeat anew: look up the earlier
+        -- rows holding them rather than grouping every key of every load
+        candidates as (
+            select * from good
+            semi join (select distinct {{ key }} from good where is_new) using ({{ key }})
+        ),
+
+        repeated as (
+            select {{ key }} from candidates group by {{ key }} having count(*) > 1
+        ),
+        {%- endif %}
+
+        ranked as (
+            select
+                *,
+                first_value({'file': _source_file, 'row': _source_row}) over (
+                    partition by {{ key }} order by is_new, _source_file, _source_row
+                ) as kept
+            from good
+            semi join repeated using ({{ key }})
+        )
+
+        select
+            ranked._source_file,
+            ranked._source_row,
+            'duplicate_key: {{ key_columns | join("/") }} '''
+                || {{ key_columns | join(" || '/' || ") }} || ''' already seen in '
+                || kept.file || ' row ' || kept.row || ', which is kept' as rejection_reason
+        from ranked
+        where {'file': _source_file, 'row': _source_row} <> kept
+    {%- endset -%}
+    {%- do run_query(find_sql) -%}
+    {%- set count = run_query('select count(*) from ' ~ found).columns[0].values()[0] -%}
+    {%- if count > 0 %}
+    update {{ this }} as judged
+    set
+        rejection_reason = duplicates.rejection_reason,
+        rejection_rules = 'duplicate_key',
+        record = duplicates.record
+    from (
+        select
+            found._source_file,
+            found._source_row,
+            found.rejection_reason,
+            to_json(struct_pack(*columns(raw_row.* exclude (_source_file, _source_row))))::varchar
+                as record
+        from {{ found }} as found
+        inner join {{ source('broker', table) }} as raw_row
+            on found._source_file = raw_row._source_file
+            and found._source_row = raw_row._source_row
+    ) as duplicates
+    where judged._source_file = duplicates._source_file
+        and judged._source_row = duplicates._source_row
+    {%- else %}
+    select 'no duplicate keys in this load' as judged
+    {%- endif %}
+    {%- endif -%}
+{%- endmacro %}
+
+{#-
+    Pre-hook of the incremental base models: drop the rows of files that are no
+    longer landed (changed or vanished since their load) and of the files this
+    load lands again.
+-#}
+{% macro drop_rows_of_replaced_files(table) -%}
+    {%- if is_incremental() -%}
+    delete from {{ this }}
+    where _source_file not in (
+        select source_file from {{ source('broker', 'landed_files') }}
+        where source_table = '{{ table }}'
+    )
+    or _source_file in (
+        select source_file from {{ source('broker', 'landed_files') }}
+        where source_table = '{{ table }}'
+            and load_id = (select load_id from {{ source('broker', 'latest_load') }})
+    )
+    {%- else -%}
+    select 'a full load: nothing to drop' as dropped
+    {%- endif -%}
 {%- endmacro %}

@@ -1,5 +1,6 @@
--- One row per contract table for the latest load: rows read from its files,
--- rows accepted into staging and rows quarantined. Each count comes from its own
+-- One row per contract table, after the latest load: rows read from the files
+-- the warehouse holds (landed by this load or kept from earlier ones), rows
+-- accepted into staging and rows quarantined. Each count comes from its own
 -- table, so a row lost on the way shows up as raw_rows <> accepted + quarantined
 -- (the test assert_load_reconciles fails the build).
 with
@@ -8,9 +9,10 @@ landed as (
     select
         source_table,
         count(*) as files,
-        sum(rows + malformed_rows) as raw_rows,
-        any_value(load_id) as load_id,
-        max(landed_at) as landed_at
+        count(*) filter (
+            where load_id = (select load_id from {{ source('broker', 'latest_load') }})
+        ) as files_landed,
+        sum(rows + malformed_rows) as raw_rows
     from {{ source('broker', 'landed_files') }}
     group by source_table
 ),
@@ -32,15 +34,13 @@ quarantined as (
 ),
 
 load as (
-    select
-        any_value(load_id) as load_id,
-        max(landed_at) as landed_at
-    from {{ source('broker', 'landed_files') }}
+    select load_id, landed_at from {{ source('broker', 'latest_load') }}
 )
 
 select
     accepted.source_table,
     coalesce(landed.files, 0) as files,
+    coalesce(landed.files_landed, 0) as files_landed,
     coalesce(landed.raw_rows, 0)::bigint as raw_rows,
     accepted.accepted_rows::bigint as accepted_rows,
     coalesce(quarantined.quarantined_rows, 0)::bigint as quarantined_rows,

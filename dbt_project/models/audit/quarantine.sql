@@ -35,10 +35,8 @@ malformed_lines as (
     from {{ source('broker', 'malformed_rows') }}
 ),
 
-load as (
-    select
-        any_value(load_id) as load_id,
-        max(landed_at) as landed_at
+landed_files as (
+    select source_table, source_file, load_id, landed_at
     from {{ source('broker', 'landed_files') }}
 )
 
@@ -51,13 +49,15 @@ select
     quarantined.rules,
     quarantined.reason,
     quarantined.record::varchar as record,
-    load.load_id,
-    load.landed_at
+    landed_files.load_id,
+    landed_files.landed_at
 from (
     select * from rejected_rows
     union all
     select * from malformed_lines
 ) as quarantined
-cross join load
+left join landed_files
+    on quarantined.source_table = landed_files.source_table
+    and quarantined.source_file = landed_files.source_file
 order by quarantined.source_table, quarantined.source_file,
     coalesce(quarantined.source_row, quarantined.source_line)

@@ -1,6 +1,7 @@
 -- Every raw account row, typed, with the rules it breaks (rejection_reason is
 -- NULL for a good row). Good rows become stg_broker__accounts; the rest go to
 -- audit.quarantine.
+{{ config(post_hook="{{ judge_duplicate_keys('accounts', ['account_id']) }}") }}
 with
 
 source as (
@@ -65,4 +66,4 @@ checked as (
     from typed
 )
 
-{{ judge_keys_and_accounts('checked', ['account_id'], check_account=false) }}
+{{ without_account_check('checked') }}

@@ -1,6 +1,14 @@
 -- Every raw balance snapshot row, typed, with the rules it breaks
 -- (rejection_reason is NULL for a good row). Good rows become
 -- stg_broker__balances; the rest go to audit.quarantine.
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='append',
+        pre_hook="{{ drop_rows_of_replaced_files('balances') }}",
+        post_hook="{{ judge_duplicate_keys('balances', ['account_id', 'as_of_date']) }}",
+    )
+}}
 with
 
 source as (
@@ -50,4 +58,4 @@ checked as (
     from typed
 )
 
-{{ judge_keys_and_accounts('checked', ['account_id', 'as_of_date']) }}
+{{ judge_accounts('checked') }}

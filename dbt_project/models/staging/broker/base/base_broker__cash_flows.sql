@@ -1,6 +1,14 @@
 -- Every raw cash flow row, typed, with the rules it breaks (rejection_reason is
 -- NULL for a good row). Good rows become stg_broker__cash_flows; the rest go to
 -- audit.quarantine.
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='append',
+        pre_hook="{{ drop_rows_of_replaced_files('cash_flows') }}",
+        post_hook="{{ judge_duplicate_keys('cash_flows', ['flow_id']) }}",
+    )
+}}
 with
 
 source as (
@@ -49,4 +57,4 @@ checked as (
     from typed
 )
 
-{{ judge_keys_and_accounts('checked', ['flow_id']) }}
+{{ judge_accounts('checked') }}

@@ -1,6 +1,14 @@
 -- Every raw fee row, typed, with the rules it breaks (rejection_reason is NULL
 -- for a good row). Good rows become stg_broker__fees; the rest go to
 -- audit.quarantine.
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='append',
+        pre_hook="{{ drop_rows_of_replaced_files('fees') }}",
+        post_hook="{{ judge_duplicate_keys('fees', ['fee_id']) }}",
+    )
+}}
 with
 
 source as (
@@ -51,4 +59,4 @@ checked as (
     from typed
 )
 
-{{ judge_keys_and_accounts('checked', ['fee_id']) }}
+{{ judge_accounts('checked') }}

@@ -1,6 +1,14 @@
 -- Every raw trade row, typed, with the rules it breaks (rejection_reason is NULL
 -- for a good row). Good rows become stg_broker__trades; the rest go to
 -- audit.quarantine.
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='append',
+        pre_hook="{{ drop_rows_of_replaced_files('trades') }}",
+        post_hook="{{ judge_duplicate_keys('trades', ['trade_id']) }}",
+    )
+}}
 with
 
 source as (
@@ -62,4 +70,4 @@ checked as (
     from typed
 )
 
-{{ judge_keys_and_accounts('checked', ['trade_id']) }}
+{{ judge_accounts('checked') }}

@@ -1,0 +1,115 @@
+"""Loads are incremental by file: only new or changed files are read, and the
+warehouse ends up as a full load of the same folder would leave it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import build, make_landing, query
+
+FACT_TABLES = ("trades", "fees", "balances", "cash_flows")
+STAGING = ("accounts", *FACT_TABLES)
+QUARANTINE = """select source_table, source_file, source_row, source_line, rule, rules,
+                       reason, record
+                from audit.quarantine"""
+
+
+@pytest.fixture(scope="module")
+def all_parts(tmp_path_factory) -> Path:
+    """Dirty data in three part files per table."""
+    return make_landing(
+        tmp_path_factory.mktemp("parts"), customers=150, months=4, parts=3, dirty=True
+    )
+
+
+def copy_landing(source: Path, target: Path, hold_back: str | None = None) -> Path:
+    """Copy ``source`` keeping modification times, without the fact tables' ``hold_back`` part."""
+    shutil.copytree(source, target)
+    if hold_back:
+        for table in FACT_TABLES:
+            (target / table / hold_back).unlink()
+    return target
+
+
+def add_back(source: Path, target: Path, part: str) -> None:
+    for table in FACT_TABLES:
+        shutil.copy2(source / table / part, target / table / part)
+
+
+def contents(warehouse: Path) -> dict[str, list[tuple]]:
+    tables = {
+        t: query(warehouse, f"select * from staging.stg_broker__{t} order by all") for t in STAGING
+    }
+    tables["quarantine"] = query(warehouse, QUARANTINE + " order by all")
+    tables["reconciliation"] = query(
+        warehouse,
+        "select source_table, files, raw_rows, accepted_rows, quarantined_rows "
+        "from audit.load_reconciliation order by all",
+    )
+    return tables
+
+
+@pytest.fixture(scope="module")
+def full_load(all_parts, tmp_path_factory) -> Path:
+    return build(all_parts, tmp_path_factory.mktemp("full") / "warehouse.duckdb")
+
+
+def test_a_new_file_is_landed_alone_and_the_result_equals_a_full_load(
+    all_parts, full_load, tmp_path
+):
+    landing = copy_landing(all_parts, tmp_path / "landing", hold_back="part-00002.csv")
+    warehouse = build(landing, tmp_path / "warehouse.duckdb")
+    first = query(warehouse, "select sum(accepted_rows) from audit.load_reconciliation")
+
+    add_back(all_parts, landing, "part-00002.csv")
+    build(landing, warehouse)
+
+    # the second load read the four new parts and the accounts, nothing else
+    assert query(warehouse, "select files_landed, files_kept from raw.latest_load") == [
+        (4 + 3, 4 * 2)
+    ]
+    landed = query(
+        warehouse,
+        "select source_table, source_file from raw.landed_files "
+        "where load_id = (select load_id from raw.latest_load) order by all",
+    )
+    assert {file for _, file in landed if not file.startswith("accounts")} == {
+        f"{table}/part-00002.csv" for table in FACT_TABLES
+    }
+    assert query(warehouse, "select sum(accepted_rows) from audit.load_reconciliation") > first
+    assert contents(warehouse) == contents(full_load)
+
+
+def test_an_unchanged_folder_lands_no_fact_file_and_changes_nothing(all_parts, tmp_path):
+    landing = copy_landing(all_parts, tmp_path / "landing")
+    warehouse = build(landing, tmp_path / "warehouse.duckdb")
+    before = contents(warehouse)
+
+    build(landing, warehouse)
+
+    assert query(warehouse, "select files_landed, files_kept from raw.latest_load") == [(3, 4 * 3)]
+    assert contents(warehouse) == before
+
+
+def test_a_changed_file_replaces_its_rows_and_a_vanished_file_takes_its_rows(all_parts, tmp_path):
+    landing = copy_landing(all_parts, tmp_path / "landing")
+    warehouse = build(landing, tmp_path / "warehouse.duckdb")
+
+    # drop the last trade of part 1 (a new size and time), delete fees part 2
+    trades = landing / "trades" / "part-00001.csv"
+    lines = trades.read_text(encoding="utf-8").splitlines(keepends=True)
+    trades.write_text("".join(lines[:-1]), encoding="utf-8")
+    os.utime(trades, ns=(trades.stat().st_atime_ns, trades.stat().st_mtime_ns + 10**9))
+    (landing / "fees" / "part-00002.csv").unlink()
+    build(landing, warehouse)
+
+    expected = build(copy_landing(landing, tmp_path / "again"), tmp_path / "fresh.duckdb")
+    assert contents(warehouse) == contents(expected)
+    assert query(
+        warehouse,
+        "select count(*) from staging.base_broker__fees where _source_file = 'fees/part-00002.csv'",
+    ) == [(0,)]

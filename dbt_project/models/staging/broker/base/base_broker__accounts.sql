@@ -12,27 +12,39 @@ source as (
     from {{ source('broker', 'accounts') }}
 ),
 
+cleaned as (
+    select
+        *,
+        {{ clean_texts([
+            'account_id', 'customer_id', 'open_date', 'account_type', 'branch_id',
+            'close_date', 'customer_type', 'birth_year', 'gender', 'risk_level',
+            'manager_id'
+        ]) }} as text
+    from source
+),
+
 typed as (
     select
         _source_file,
         _source_row,
         original,
+        text,
         -- ids
-        {{ clean_text('original.account_id') }} as account_id,
-        {{ clean_text('original.customer_id') }} as customer_id,
-        {{ clean_text('original.branch_id') }} as branch_id,
-        {{ clean_text('original.manager_id') }} as manager_id,
+        text.account_id as account_id,
+        text.customer_id as customer_id,
+        text.branch_id as branch_id,
+        text.manager_id as manager_id,
         -- dates
-        {{ parse_date('original.open_date') }} as open_date,
-        {{ parse_date('original.close_date') }} as close_date,
+        {{ parse_date('text.open_date') }} as open_date,
+        {{ parse_date('text.close_date') }} as close_date,
         -- categories
-        lower({{ clean_text('original.account_type') }}) as account_type,
-        lower({{ clean_text('original.customer_type') }}) as customer_type,
-        upper({{ clean_text('original.gender') }}) as gender,
-        upper({{ clean_text('original.risk_level') }}) as risk_level,
+        lower(text.account_type) as account_type,
+        lower(text.customer_type) as customer_type,
+        upper(text.gender) as gender,
+        upper(text.risk_level) as risk_level,
         -- personal attributes
-        {{ parse_integer('original.birth_year') }} as birth_year
-    from source
+        {{ parse_integer('text.birth_year') }} as birth_year
+    from cleaned
 ),
 
 {%- set rules = [

@@ -19,20 +19,30 @@ source as (
     from {{ source('broker', 'balances') }}
 ),
 
+cleaned as (
+    select
+        *,
+        {{ clean_texts([
+            'account_id', 'as_of_date', 'cash', 'market_value', 'margin_debt'
+        ]) }} as text
+    from source
+),
+
 typed as (
     select
         _source_file,
         _source_row,
         original,
+        text,
         -- ids
-        {{ clean_text('original.account_id') }} as account_id,
+        text.account_id as account_id,
         -- dates
-        {{ parse_date('original.as_of_date') }} as as_of_date,
+        {{ parse_date('text.as_of_date') }} as as_of_date,
         -- amounts
-        {{ parse_decimal('original.cash') }} as cash,
-        {{ parse_decimal('original.market_value') }} as market_value,
-        {{ parse_decimal('original.margin_debt') }} as margin_debt
-    from source
+        {{ parse_decimal('text.cash') }} as cash,
+        {{ parse_decimal('text.market_value') }} as market_value,
+        {{ parse_decimal('text.margin_debt') }} as margin_debt
+    from cleaned
 ),
 
 {%- set rules = [

@@ -19,21 +19,31 @@ source as (
     from {{ source('broker', 'cash_flows') }}
 ),
 
+cleaned as (
+    select
+        *,
+        {{ clean_texts([
+            'flow_id', 'account_id', 'flow_date', 'direction', 'amount'
+        ]) }} as text
+    from source
+),
+
 typed as (
     select
         _source_file,
         _source_row,
         original,
+        text,
         -- ids
-        {{ clean_text('original.flow_id') }} as flow_id,
-        {{ clean_text('original.account_id') }} as account_id,
+        text.flow_id as flow_id,
+        text.account_id as account_id,
         -- dates
-        {{ parse_date('original.flow_date') }} as flow_date,
+        {{ parse_date('text.flow_date') }} as flow_date,
         -- categories
-        lower({{ clean_text('original.direction') }}) as direction,
+        lower(text.direction) as direction,
         -- amounts
-        {{ parse_decimal('original.amount') }} as amount
-    from source
+        {{ parse_decimal('text.amount') }} as amount
+    from cleaned
 ),
 
 {%- set rules = [

@@ -19,22 +19,32 @@ source as (
     from {{ source('broker', 'fees') }}
 ),
 
+cleaned as (
+    select
+        *,
+        {{ clean_texts([
+            'fee_id', 'account_id', 'fee_date', 'fee_type', 'amount', 'trade_id'
+        ]) }} as text
+    from source
+),
+
 typed as (
     select
         _source_file,
         _source_row,
         original,
+        text,
         -- ids
-        {{ clean_text('original.fee_id') }} as fee_id,
-        {{ clean_text('original.account_id') }} as account_id,
-        {{ clean_text('original.trade_id') }} as trade_id,
+        text.fee_id as fee_id,
+        text.account_id as account_id,
+        text.trade_id as trade_id,
         -- dates
-        {{ parse_date('original.fee_date') }} as fee_date,
+        {{ parse_date('text.fee_date') }} as fee_date,
         -- categories
-        lower({{ clean_text('original.fee_type') }}) as fee_type,
+        lower(text.fee_type) as fee_type,
         -- amounts
-        {{ parse_decimal('original.amount') }} as amount
-    from source
+        {{ parse_decimal('text.amount') }} as amount
+    from cleaned
 ),
 
 {%- set rules = [

@@ -19,25 +19,36 @@ source as (
     from {{ source('broker', 'trades') }}
 ),
 
+cleaned as (
+    select
+        *,
+        {{ clean_texts([
+            'trade_id', 'account_id', 'trade_date', 'symbol', 'asset_class', 'side',
+            'quantity', 'price', 'amount'
+        ]) }} as text
+    from source
+),
+
 typed as (
     select
         _source_file,
         _source_row,
         original,
+        text,
         -- ids
-        {{ clean_text('original.trade_id') }} as trade_id,
-        {{ clean_text('original.account_id') }} as account_id,
-        {{ clean_text('original.symbol') }} as symbol,
+        text.trade_id as trade_id,
+        text.account_id as account_id,
+        text.symbol as symbol,
         -- dates
-        {{ parse_date('original.trade_date') }} as trade_date,
+        {{ parse_date('text.trade_date') }} as trade_date,
         -- categories
-        lower({{ clean_text('original.asset_class') }}) as asset_class,
-        upper({{ clean_text('original.side') }}) as side,
+        lower(text.asset_class) as asset_class,
+        upper(text.side) as side,
         -- amounts
-        {{ parse_decimal('original.quantity') }} as quantity,
-        {{ parse_decimal('original.price') }} as price,
-        {{ parse_decimal('original.amount') }} as amount
-    from source
+        {{ parse_decimal('text.quantity') }} as quantity,
+        {{ parse_decimal('text.price') }} as price,
+        {{ parse_decimal('text.amount') }} as amount
+    from cleaned
 ),
 
 {%- set rules = [

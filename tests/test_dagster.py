@@ -55,7 +55,13 @@ def test_definitions_load_with_every_part():
 
 
 def test_dbt_args_carry_the_load_date_and_full_refresh():
-    assert dbt_args("build", LOAD_DATE) == ["build", "--vars", '{"load_date": "2026-11-21"}']
+    assert dbt_args("build", LOAD_DATE) == [
+        "build",
+        "--vars",
+        '{"load_date": "2026-11-21"}',
+        "--exclude-resource-type",
+        "unit_test",  # unit tests run in make test, not in production runs
+    ]
     window = dbt_args("build", LOAD_DATE, dbt_vars={"window_months": 6})[2]
     assert window == '{"load_date": "2026-11-21", "window_months": 6}'
     assert dbt_args("build", LOAD_DATE, full_refresh=True)[-1] == "--full-refresh"

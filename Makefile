@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DO_NOT_TRACK := 1
 
-.PHONY: setup run dev test lint sample clean
+.PHONY: setup run dev test lint sample bench clean
 
 setup: $(VENV)/.installed
 
@@ -32,6 +32,9 @@ lint: setup
 
 sample: setup  ## regenerate the committed sample landing folder in seeds/sample
 	$(BIN)/python -m seeds.generate --out seeds/sample --customers 2000 --months 24
+
+bench: setup  ## time and memory per stage at several sizes vs one DuckDB query and pandas (README "Benchmark")
+	$(BIN)/python -m benchmarks.bench $(BENCH_ARGS)
 
 clean:
 	rm -rf data dbt_project/target dbt_project/logs .pytest_cache

@@ -9,7 +9,9 @@ exported with ``COPY``, so 1,000,000 customers x 24 months fit in bounded memory
 Written into the output folder:
 
 - ``accounts``, ``trades``, ``fees``, ``balances`` (month-end), ``cash_flows``:
-  one file each, or a folder of ``--parts`` part files, CSV or Parquet;
+  one file each, or a folder of ``--parts`` part files, CSV or Parquet; with
+  ``--monthly-files`` the four dated tables are folders of one file per calendar
+  month, ``<table>/YYYY-MM.<ext>``, as a broker's monthly extracts land;
 - ``_truth.csv``: each customer's latent type and the tier a broker would expect;
 - with ``--dirty``: planted bad rows (every rule of the contract broken at least
   once, see ``dirty.py``) and ``_dirty_manifest.csv`` listing each of them.
@@ -36,6 +38,13 @@ import pandas as pd
 
 TABLES = ("accounts", "trades", "fees", "balances", "cash_flows")
 CHUNK_CUSTOMERS = 50_000  # fixed: the random streams are seeded per chunk
+# The date that puts a row of a fact table into a month's file (--monthly-files).
+MONTH_COLUMNS = {
+    "trades": "trade_date",
+    "fees": "fee_date",
+    "balances": "as_of_date",
+    "cash_flows": "flow_date",
+}
 ASSET_CLASSES = ("stock", "fund", "bond", "option", "other")
 
 
@@ -495,10 +504,16 @@ def generate(
     fmt: str = "csv",
     parts: int = 1,
     dirty: bool = False,
+    monthly_files: bool = False,
 ) -> dict[str, int]:
-    """Write a landing folder to ``out``; return the row count written per table."""
+    """Write a landing folder to ``out``; return the row count written per table.
+
+    ``monthly_files`` splits the dated tables into one file per calendar month.
+    """
     if customers < 1 or months < 2 or parts < 1:
         raise ValueError("need customers >= 1, months >= 2 and parts >= 1")
+    if monthly_files and parts > 1:
+        raise ValueError("--monthly-files writes one file per month: leave --parts at 1")
     end = np.datetime64(
         dt.date(
             end_date.year, end_date.month, calendar.monthrange(end_date.year, end_date.month)[1]
@@ -527,7 +542,10 @@ def generate(
             del data
         written = {}
         for table in TABLES:
-            written[table] = _export(con, table, out, fmt, parts)
+            if monthly_files and table in MONTH_COLUMNS:
+                written[table] = _export_by_month(con, table, out, fmt)
+            else:
+                written[table] = _export(con, table, out, fmt, parts)
         con.execute(
             f"copy (select {CUSTOMER_ID} as customer_id, latent_type, expected_tier, "
             f"is_whale from truth) to '{out / '_truth.csv'}' (header)"
@@ -582,8 +600,12 @@ def _stage(
         con.unregister("frame")
 
 
+def _copy_options(fmt: str) -> str:
+    return "(format parquet, compression zstd)" if fmt == "parquet" else "(header)"
+
+
 def _export(con: duckdb.DuckDBPyConnection, table: str, out: Path, fmt: str, parts: int) -> int:
-    options = "(format parquet, compression zstd)" if fmt == "parquet" else "(header)"
+    options = _copy_options(fmt)
     if parts == 1:
         targets = [(out / f"{table}.{fmt}", 0)]
     else:
@@ -591,6 +613,20 @@ def _export(con: duckdb.DuckDBPyConnection, table: str, out: Path, fmt: str, par
         targets = [(out / table / f"part-{p:05d}.{fmt}", p) for p in range(parts)]
     for path, part in targets:
         con.execute(f"copy ({EXPORT_SQL[table].replace('$part', str(part))}) to '{path}' {options}")
+    return con.execute(f"select count(*) from {table}").fetchone()[0]
+
+
+def _export_by_month(con: duckdb.DuckDBPyConnection, table: str, out: Path, fmt: str) -> int:
+    """Write ``<table>/YYYY-MM.<fmt>`` for every month holding rows, in the one-file row order."""
+    column = MONTH_COLUMNS[table]
+    months = con.execute(
+        f"select distinct strftime({column}, '%Y-%m') as month from {table} order by month"
+    ).fetchall()
+    (out / table).mkdir()
+    rows = EXPORT_SQL[table].replace("$part", "0")
+    for (month,) in months:
+        in_month = f"select * from ({rows}) where strftime({column}, '%Y-%m') = '{month}'"
+        con.execute(f"copy ({in_month}) to '{out / table / f'{month}.{fmt}'}' {_copy_options(fmt)}")
     return con.execute(f"select count(*) from {table}").fetchone()[0]
 
 
@@ -623,6 +659,13 @@ def main(argv: list[str] | None = None) -> int:
         help="1 = one file per table; N > 1 = a folder <table>/ of N part files",
     )
     parser.add_argument(
+        "--monthly-files",
+        action="store_true",
+        help="write trades, fees, balances and cash_flows as folders <table>/ of one "
+        "file per calendar month, <table>/YYYY-MM.<ext> (monthly extracts); accounts "
+        "stays one file",
+    )
+    parser.add_argument(
         "--dirty",
         action="store_true",
         help="plant bad rows breaking every contract rule and write "
@@ -640,12 +683,14 @@ def main(argv: list[str] | None = None) -> int:
             args.format,
             args.parts,
             args.dirty,
+            args.monthly_files,
         )
     except ValueError as error:
         parser.error(str(error))
     took = time.perf_counter() - started
     rows = ", ".join(f"{table} {count:,}" for table, count in written.items())
-    print(f"wrote {args.out} ({args.format}, {args.parts} part(s)) in {took:.1f} s: {rows}")
+    layout = "monthly files" if args.monthly_files else f"{args.parts} part(s)"
+    print(f"wrote {args.out} ({args.format}, {layout}) in {took:.1f} s: {rows}")
     return 0
 
 

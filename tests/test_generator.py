@@ -9,7 +9,14 @@ import pytest
 
 from orchestration.landing import CONTRACT
 from seeds.dirty import PLANTS
-from seeds.generate import CUSTOMER_TYPES, MIN_COMMISSION, main
+from seeds.generate import (
+    CUSTOMER_TYPES,
+    MIN_COMMISSION,
+    MONTH_COLUMNS,
+    generate,
+    main,
+    month_ends,
+)
 from tests.conftest import END, make_landing, tree_digest
 
 RULE_CODES = {
@@ -230,6 +237,40 @@ def test_parts_hold_the_same_rows_as_one_file(tmp_path, fmt):
             many = f"select * from {reader}('{parts / table}/*.{fmt}')"
             assert scalar(con, f"select count(*) from ({one} except all {many})") == 0, table
             assert scalar(con, f"select count(*) from ({many} except all {one})") == 0, table
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_monthly_files_hold_each_row_in_its_month_and_the_same_rows(tmp_path, fmt):
+    single = make_landing(tmp_path / "single", customers=300, fmt=fmt)
+    monthly = tmp_path / "monthly"
+    generate(monthly, 300, 14, END, 7, fmt, monthly_files=True)
+    reader = "read_parquet" if fmt == "parquet" else "read_csv"
+    assert (monthly / f"accounts.{fmt}").read_bytes() == (single / f"accounts.{fmt}").read_bytes()
+    with duckdb.connect() as con:
+        for table, column in MONTH_COLUMNS.items():
+            files = sorted((monthly / table).iterdir())
+            assert [f.name for f in files] == [f"{m}.{fmt}" for m in months(END, 14)], table
+            for path in files:
+                outside = scalar(
+                    con,
+                    f"select count(*) from {reader}('{path}') "
+                    f"where strftime({column}::date, '%Y-%m') <> '{path.stem}'",
+                )
+                assert outside == 0, path
+            one = f"select * from {reader}('{single / table}.{fmt}')"
+            many = f"select * from {reader}('{monthly / table}/*.{fmt}')"
+            assert scalar(con, f"select count(*) from ({one} except all {many})") == 0, table
+            assert scalar(con, f"select count(*) from ({many} except all {one})") == 0, table
+
+
+def months(end, count):
+    """The ``YYYY-MM`` names of the ``count`` months ending with ``end``'s."""
+    return [str(day)[:7] for day in month_ends(end, count)]
+
+
+def test_monthly_files_and_parts_do_not_mix(tmp_path):
+    with pytest.raises(ValueError, match="monthly"):
+        generate(tmp_path, 10, 3, END, 7, parts=2, monthly_files=True)
 
 
 def test_dirty_manifest_lists_every_planted_row_and_every_rule(tmp_path):

@@ -494,16 +494,21 @@ class TieringModel(BaseEstimator):
         other = np.where(np.isfinite(distance), centroid_tiers[nearest], None)
 
         out = pd.DataFrame(index=range(len(segments)))
-        reason = pd.Series(
-            np.where(segments == DORMANT_SEGMENT, "dormant_rule", "segment=" + segments.astype(str))
-        )
         for i in range(n):
             out[f"driver_{i + 1}"] = columns[top[:, i]]
             out[f"driver_{i + 1}_z"] = z_top[:, i]
-            reason = reason + "|" + out[f"driver_{i + 1}"] + "=" + _signed(z_top[:, i])
         out["nearest_other_tier"] = other
         out["distance_to_other_tier"] = np.where(np.isfinite(distance), distance, np.nan)
-        out["reason"] = reason.to_numpy(dtype=object)
+        # one str.format per customer: numpy/pandas string arithmetic is slower
+        starts = np.where(
+            segments == DORMANT_SEGMENT, "dormant_rule", "segment=" + segments.astype(str)
+        ).tolist()
+        names = [columns[top[:, i]].tolist() for i in range(n)]
+        values = [np.round(z_top[:, i], 2).tolist() for i in range(n)]
+        fmt = ("{0}" + "".join(f"|{{{1 + i}}}={{{1 + n + i}:+.2f}}" for i in range(n))).format
+        out["reason"] = np.array(
+            [fmt(*row) for row in zip(starts, *names, *values, strict=True)], dtype=object
+        )
         return out
 
     def diagnose_k(self, X: pd.DataFrame, k_values: Iterable[int] = range(2, 11)) -> pd.DataFrame:
@@ -749,7 +754,3 @@ def _customer_ids(X: pd.DataFrame) -> np.ndarray:
     if "customer_id" in X.columns:
         return X["customer_id"].to_numpy()
     return X.index.to_numpy()
-
-
-def _signed(values: np.ndarray) -> pd.Series:
-    return pd.Series(np.char.mod("%+.2f", np.round(values, 2)))

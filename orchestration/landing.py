@@ -222,7 +222,8 @@ def land(con: duckdb.DuckDBPyConnection, files: list[SourceFile], load_id: str) 
     """Check this load's files and point ``raw.<table>`` at the ones with new rows.
 
     Loads are incremental by file. A file already landed with the same size and
-    modification time holds rows the warehouse already has, so it is left out;
+    modification time holds rows the warehouse already has, so it is left out
+    (unless some of its rows wait for a later verdict, see ``_unchanged_files``);
     a new or changed file is landed, and a changed or vanished file's old rows
     are dropped by the base models (they keep only rows of the files listed in
     ``raw.landed_files``). ``accounts`` is a snapshot and is always landed whole.
@@ -307,22 +308,59 @@ def _upgrade_old_layout(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def _unchanged_files(con: duckdb.DuckDBPyConnection, files: list[SourceFile]) -> set:
-    """(table, file) of the files landed before with the same size and modification time."""
+    """(table, file) of the files to keep from earlier loads.
+
+    A file is kept when it was landed before with the same size and modification
+    time, unless some of its rows were quarantined for a reason that depends on
+    more than the row itself (dated after that load's day, an account not in
+    that load's accounts, a key held by another row): the next load judges them
+    again. ``accounts`` is never kept.
+    """
     landed = {
         (table, name): (size, modified)
         for table, name, size, modified in con.execute(
             "select source_table, source_file, bytes, modified_ns from raw.landed_files"
         ).fetchall()
     }
+    unsettled = _files_with_unsettled_rows(con)
     unchanged = set()
     for f in files:
         stat = f.path.stat()
-        if f.table != "accounts" and landed.get((f.table, f.relative)) == (
-            stat.st_size,
-            stat.st_mtime_ns,
+        key = (f.table, f.relative)
+        if (
+            f.table != "accounts"
+            and landed.get(key) == (stat.st_size, stat.st_mtime_ns)
+            and key not in unsettled
         ):
-            unchanged.add((f.table, f.relative))
+            unchanged.add(key)
     return unchanged
+
+
+#: Quarantine rules whose verdict a later load may change.
+CONTEXT_RULES = ("future_date", "orphan_account", "duplicate_key")
+
+
+def _files_with_unsettled_rows(con: duckdb.DuckDBPyConnection) -> set:
+    """(table, file) of files with rows quarantined under one of ``CONTEXT_RULES``."""
+    built = {
+        name
+        for (name,) in con.execute(
+            "select table_name from duckdb_tables() where schema_name = 'staging'"
+        ).fetchall()
+    }
+    pattern = "|".join(CONTEXT_RULES)
+    files = set()
+    for table in CONTRACT:
+        if f"base_broker__{table}" in built:
+            files |= {
+                (table, name)
+                for (name,) in con.execute(
+                    f"select distinct _source_file from staging.base_broker__{table} "
+                    "where regexp_matches(rejection_rules, ?)",
+                    [pattern],
+                ).fetchall()
+            }
+    return files
 
 
 def _scan(source: SourceFile) -> str:

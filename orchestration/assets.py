@@ -35,7 +35,7 @@ from pydantic import Field
 
 from ml import TIERS
 from orchestration import publish
-from orchestration.config import DBT_PROJECT_DIR, Settings, parse_as_of
+from orchestration.config import DBT_PROJECT_DIR, Settings, duckdb_memory_limit, parse_as_of
 from orchestration.landing import CONTRACT, discover, land
 from orchestration.pipeline import INGESTION, TIER_REPORTING, new_load_id
 from orchestration.tiering import GradingSettings, contract_violations, grade
@@ -135,16 +135,18 @@ class Translator(DagsterDbtTranslator):
 
 @contextlib.contextmanager
 def warehouse_env(path: Path) -> Iterator[None]:
-    """Point dbt's profile (``TIERS_WAREHOUSE``) at the run's build file for one call."""
-    before = os.environ.get("TIERS_WAREHOUSE")
-    os.environ["TIERS_WAREHOUSE"] = str(path)
+    """Point dbt's profile at the run's build file, with DuckDB's memory limit, for one call."""
+    values = {"TIERS_WAREHOUSE": str(path), "TIERS_DUCKDB_MEMORY_LIMIT": duckdb_memory_limit()}
+    before = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
     try:
         yield
     finally:
-        if before is None:
-            os.environ.pop("TIERS_WAREHOUSE", None)
-        else:
-            os.environ["TIERS_WAREHOUSE"] = before
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def dbt_args(

@@ -21,7 +21,7 @@ from pathlib import Path
 import duckdb
 
 from orchestration import publish
-from orchestration.config import DBT_PROJECT_DIR, Settings
+from orchestration.config import DBT_PROJECT_DIR, Settings, duckdb_memory_limit
 from orchestration.landing import discover, land
 
 #: dbt models built on the tier tables (tagged in dbt); they run after grading.
@@ -88,7 +88,12 @@ def prepare_manifest() -> Path:
 
 
 def dbt_env(warehouse: Path) -> dict[str, str]:
-    return {**os.environ, "TIERS_WAREHOUSE": str(warehouse), "DO_NOT_TRACK": "1"}
+    return {
+        **os.environ,
+        "TIERS_WAREHOUSE": str(warehouse),
+        "TIERS_DUCKDB_MEMORY_LIMIT": duckdb_memory_limit(),
+        "DO_NOT_TRACK": "1",
+    }
 
 
 def run(

@@ -97,12 +97,16 @@ def dbt_env(warehouse: Path) -> dict[str, str]:
 
 
 def run(
-    settings: Settings, load_date: dt.date | None = None, full_refresh: bool = False
+    settings: Settings,
+    load_date: dt.date | None = None,
+    full_refresh: bool = False,
+    select: str | None = None,
 ) -> RunResult:
     """Run the whole job for ``settings``; raise on the first failure, publishing nothing.
 
     ``full_refresh`` builds from an empty file and rebuilds every month-end
-    (needed after changing the ``window_months`` or ``cash_spread_rate`` vars).
+    (needed after changing the ``window_months`` or ``cash_spread_rate`` vars);
+    ``select`` (a dbt selector, e.g. ``INGESTION``) builds only those models.
     """
     load_date = load_date or dt.date.today()
     files = discover(settings.raw_dir)  # whole-file problems stop the run here
@@ -111,7 +115,7 @@ def run(
     with duckdb.connect(str(build)) as con:
         land(con, files, load_id)
     # the models on the tier tables need a grading: the Dagster job builds them
-    build_args = ["build", "--exclude", TIER_REPORTING]
+    build_args = ["build", "--exclude", TIER_REPORTING, *(["--select", select] if select else [])]
     command = dbt_command([*build_args, *(["--full-refresh"] if full_refresh else [])], load_date)
     if subprocess.run(command, cwd=DBT_PROJECT_DIR, env=dbt_env(build)).returncode != 0:
         raise PipelineError(

@@ -30,8 +30,8 @@ def make_landing(
     return out
 
 
-def build(raw_dir: Path, warehouse: Path) -> Path:
-    run(Settings(raw_dir, warehouse, None), load_date=LOAD_DATE)
+def build(raw_dir: Path, warehouse: Path, select: str | None = None) -> Path:
+    run(Settings(raw_dir, warehouse, None), load_date=LOAD_DATE, select=select)
     return warehouse
 
 

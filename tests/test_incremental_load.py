@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestration.pipeline import INGESTION
 from tests.conftest import build, make_landing, query
 
 FACT_TABLES = ("trades", "fees", "balances", "cash_flows")
@@ -24,6 +25,11 @@ def all_parts(tmp_path_factory) -> Path:
     return make_landing(
         tmp_path_factory.mktemp("parts"), customers=150, months=4, parts=3, dirty=True
     )
+
+
+def load(landing: Path, warehouse: Path) -> Path:
+    """Land and build the staging and audit models (what a load changes)."""
+    return build(landing, warehouse, select=INGESTION)
 
 
 def copy_landing(source: Path, target: Path, hold_back: str | None = None) -> Path:
@@ -79,19 +85,19 @@ def contents(warehouse: Path) -> dict[str, list[tuple]]:
 
 @pytest.fixture(scope="module")
 def full_load(all_parts, tmp_path_factory) -> Path:
-    return build(all_parts, tmp_path_factory.mktemp("full") / "warehouse.duckdb")
+    return load(all_parts, tmp_path_factory.mktemp("full") / "warehouse.duckdb")
 
 
 def test_a_new_file_is_landed_alone_and_the_result_equals_a_full_load(
     all_parts, full_load, tmp_path
 ):
     landing = copy_landing(all_parts, tmp_path / "landing", hold_back="part-00002.csv")
-    warehouse = build(landing, tmp_path / "warehouse.duckdb")
+    warehouse = load(landing, tmp_path / "warehouse.duckdb")
     first = query(warehouse, "select sum(accepted_rows) from audit.load_reconciliation")
 
     unsettled = unsettled_files(warehouse)
     add_back(all_parts, landing, "part-00002.csv")
-    build(landing, warehouse)
+    load(landing, warehouse)
 
     # the second load read the new parts, the accounts and the files with rows to
     # judge again (dated after the first load's day, orphans, duplicates), no other
@@ -104,11 +110,11 @@ def test_a_new_file_is_landed_alone_and_the_result_equals_a_full_load(
 
 def test_an_unchanged_folder_lands_only_what_may_change_and_changes_nothing(all_parts, tmp_path):
     landing = copy_landing(all_parts, tmp_path / "landing")
-    warehouse = build(landing, tmp_path / "warehouse.duckdb")
+    warehouse = load(landing, tmp_path / "warehouse.duckdb")
     before = contents(warehouse)
     unsettled = unsettled_files(warehouse)
 
-    build(landing, warehouse)
+    load(landing, warehouse)
 
     accounts = {f"accounts/part-0000{i}.csv" for i in range(3)}
     assert landed_by_latest_load(warehouse) == accounts | unsettled
@@ -118,7 +124,7 @@ def test_an_unchanged_folder_lands_only_what_may_change_and_changes_nothing(all_
 
 def test_a_changed_file_replaces_its_rows_and_a_vanished_file_takes_its_rows(all_parts, tmp_path):
     landing = copy_landing(all_parts, tmp_path / "landing")
-    warehouse = build(landing, tmp_path / "warehouse.duckdb")
+    warehouse = load(landing, tmp_path / "warehouse.duckdb")
 
     # drop the last trade of part 1 (a new size and time), delete fees part 2
     trades = landing / "trades" / "part-00001.csv"
@@ -126,9 +132,9 @@ def test_a_changed_file_replaces_its_rows_and_a_vanished_file_takes_its_rows(all
     trades.write_text("".join(lines[:-1]), encoding="utf-8")
     os.utime(trades, ns=(trades.stat().st_atime_ns, trades.stat().st_mtime_ns + 10**9))
     (landing / "fees" / "part-00002.csv").unlink()
-    build(landing, warehouse)
+    load(landing, warehouse)
 
-    expected = build(copy_landing(landing, tmp_path / "again"), tmp_path / "fresh.duckdb")
+    expected = load(copy_landing(landing, tmp_path / "again"), tmp_path / "fresh.duckdb")
     assert contents(warehouse) == contents(expected)
     assert query(
         warehouse,

@@ -390,7 +390,10 @@ def simulate_chunk(
             "customer": customers,
             "branch": branch,
             "customer_type": np.where(institution, "institution", "individual"),
-            "birth_year": np.where(institution, -1, 2026 - 18 - rng.gamma(6, 5, n).astype(int)),
+            # ages 18 and up; the contract's floor (1900) is kept even in the gamma's far tail
+            "birth_year": np.where(
+                institution, -1, np.maximum(2026 - 18 - rng.gamma(6, 5, n).astype(int), 1920)
+            ),
             "gender": np.where(
                 institution, "U", rng.choice(["M", "F", "U"], n, p=[0.52, 0.46, 0.02])
             ),

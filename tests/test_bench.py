@@ -167,9 +167,11 @@ def test_history_holds_all_but_the_new_month_and_the_other_folder_everything(tmp
 
 def test_the_memory_of_a_whole_process_tree_is_sampled(tmp_path):
     # the parent holds 50 MB and starts a child holding 200 MB: the tree holds both
-    child = "import time; b = bytearray(200_000_000); time.sleep(1.5)"
+    # (the bytes are written, so the pages are resident; slow starts on a busy
+    # machine leave the sampler 3 s to see the child)
+    child = "import time; b = b'x' * 200_000_000; time.sleep(3)"
     parent = (
-        "import subprocess, sys; a = bytearray(50_000_000); "
+        "import subprocess, sys; a = b'x' * 50_000_000; "
         f"subprocess.run([sys.executable, '-c', {child!r}])"
     )
     done = run_measured([sys.executable, "-c", parent], {}, tmp_path / "log")

@@ -4,7 +4,9 @@ Memory is the resident set (RSS) of the process and all its descendants (dbt
 runs as a child of the job), sampled every ``SAMPLE_SECONDS``; a peak is the
 largest sample. RSS counts a page shared by two processes twice, so a tree's
 figure can only err high. The kernel's ``ru_maxrss`` of the child (the largest
-single process of the tree) is kept beside it as a cross-check.
+single process of the tree) is kept beside it as a cross-check; Linux starts a
+forked child's count at its parent's size (here the bench's, a few hundred MB),
+so it too can only err high.
 
 The job's steps (from ``python -m orchestration run --timings``) are attributed
 to stages, and each stage gets the wall time of its steps and the largest

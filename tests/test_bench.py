@@ -177,8 +177,9 @@ def test_the_memory_of_a_whole_process_tree_is_sampled(tmp_path):
     done = run_measured([sys.executable, "-c", parent], {}, tmp_path / "log")
     assert done.returncode == 0 and done.stopped is None
     assert done.peak_bytes > 250 * MB
-    assert done.max_rss_single_bytes > 200 * MB  # the kernel's largest single process
-    assert done.max_rss_single_bytes < done.peak_bytes
+    # the kernel's largest single process; not compared with the peak: Linux counts
+    # a forked child's memory from its parent's at the fork (here pytest's)
+    assert done.max_rss_single_bytes > 200 * MB
 
 
 def test_a_process_over_its_caps_is_stopped(tmp_path):

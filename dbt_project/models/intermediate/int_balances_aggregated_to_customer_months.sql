@@ -9,12 +9,15 @@ balances as (
 ),
 
 accounts as (
-    select account_id, customer_id from {{ ref('stg_broker__accounts') }}
+    select accounts.account_id, customers.customer_key
+    from {{ ref('stg_broker__accounts') }} as accounts
+    inner join {{ ref('int_accounts_rolled_up_to_customers') }} as customers
+        on accounts.customer_id = customers.customer_id
 ),
 
 customer_dates as (
     select
-        accounts.customer_id,
+        accounts.customer_key,
         balances.as_of_date as snapshot_date,
         sum(balances.cash::double) as cash,
         sum((balances.cash + balances.market_value)::double) as gross_assets,
@@ -27,7 +30,7 @@ customer_dates as (
 
 aggregated as (
     select
-        customer_id,
+        customer_key,
         date_trunc('month', snapshot_date)::date as month_start,
         count(*) as snapshot_days,
         sum(cash) as cash_sum,

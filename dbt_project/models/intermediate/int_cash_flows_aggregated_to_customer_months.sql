@@ -6,12 +6,15 @@ cash_flows as (
 ),
 
 accounts as (
-    select account_id, customer_id from {{ ref('stg_broker__accounts') }}
+    select accounts.account_id, customers.customer_key
+    from {{ ref('stg_broker__accounts') }} as accounts
+    inner join {{ ref('int_accounts_rolled_up_to_customers') }} as customers
+        on accounts.customer_id = customers.customer_id
 ),
 
 aggregated as (
     select
-        accounts.customer_id,
+        accounts.customer_key,
         date_trunc('month', cash_flows.flow_date)::date as month_start,
         count(*) as flow_count,
         coalesce(sum(cash_flows.amount::double) filter (where cash_flows.direction = 'in'), 0)

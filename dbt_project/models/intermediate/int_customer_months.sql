@@ -1,92 +1,87 @@
--- One row per customer and reporting month, months without activity included
--- (as zeros), so that a window of N rows over a customer is N calendar months.
--- Rows start at the first reporting month and stop once a customer whose
--- accounts are all closed can no longer appear in customer_indicators (closing
--- month + window - 1). Running values (open accounts, latest trade, latest
--- snapshot) are carried from the first reporting month onwards.
+-- One row per customer and reporting month of the spine, months without
+-- activity included (as zeros), so that a window of N rows over a customer is N
+-- calendar months. Keyed by customer_key: the joins of the 24M-row spine (at a
+-- million customers) are on integers, and the monthly aggregates are the hashed
+-- side (see int_customer_month_spine).
 {{ config(materialized='table') }}
-
-{%- set window_months = var('window_months') | int %}
 
 with
 
 customers as (
-    select customer_id, first_open_date, last_close_date
-    from {{ ref('int_accounts_rolled_up_to_customers') }}
-),
-
-months as (
-    select month_start, as_of_date from {{ ref('int_reporting_months') }}
+    select customer_key, customer_id from {{ ref('int_accounts_rolled_up_to_customers') }}
 ),
 
 first_month as (
-    select min(month_start) as month_start from months
+    select min(month_start) as month_start from {{ ref('int_reporting_months') }}
 ),
 
 spine as (
-    select customers.customer_id, months.month_start, months.as_of_date
-    from customers
-    cross join months
-    where customers.first_open_date <= (select max(as_of_date) from months)
-        and (
-            customers.last_close_date is null
-            or months.month_start
-            <= date_trunc('month', customers.last_close_date)
-            + interval {{ window_months - 1 }} month
-        )
+    select * from {{ ref('int_customer_month_spine') }}
 ),
 
 -- +1 in the month an account opens, -1 in the month it closes, earlier months
--- folded into the first reporting month; the running sum is the number of
--- accounts open at each month's end (only months with a change have a row)
+-- folded into the first reporting month
 account_changes as (
-    select customer_id, month_start, sum(change) as open_account_change
+    select customer_key, month_start, sum(change) as open_account_change
     from (
         select
-            accounts.customer_id,
-            greatest(date_trunc('month', accounts.open_date), first_month.month_start)
+            customers.customer_key,
+            greatest(date_trunc('month', accounts.open_date), first_month.month_start)::date
                 as month_start,
             1 as change
         from {{ ref('stg_broker__accounts') }} as accounts
+        inner join customers on accounts.customer_id = customers.customer_id
         cross join first_month
         union all
         select
-            accounts.customer_id,
-            greatest(date_trunc('month', accounts.close_date), first_month.month_start),
+            customers.customer_key,
+            greatest(date_trunc('month', accounts.close_date), first_month.month_start)::date,
             -1
         from {{ ref('stg_broker__accounts') }} as accounts
+        inner join customers on accounts.customer_id = customers.customer_id
         cross join first_month
         where accounts.close_date is not null
     )
     group by all
 ),
 
-open_accounts as (
+-- the running sum of the changes is the number of accounts open at the end of
+-- each month from a change up to the next one (about one period per customer,
+-- so joining it to the spine is cheap)
+open_account_periods as (
     select
-        customer_id,
-        month_start,
+        customer_key,
+        month_start as from_month_start,
+        lead(month_start, 1, date '9999-12-01') over by_month as until_month_start,
         (sum(open_account_change) over (
-            partition by customer_id order by month_start
-            rows between unbounded preceding and current row
+            by_month rows between unbounded preceding and current row
         ))::integer as open_account_count
     from account_changes
-),
-
-balances as (
-    select * from {{ ref('int_balances_aggregated_to_customer_months') }}
+    window by_month as (partition by customer_key order by month_start)
 ),
 
 trades as (
     select * from {{ ref('int_trades_aggregated_to_customer_months') }}
 ),
 
+fees as (
+    select * from {{ ref('int_fees_aggregated_to_customer_months') }}
+),
+
+cash_flows as (
+    select * from {{ ref('int_cash_flows_aggregated_to_customer_months') }}
+),
+
+balances as (
+    select * from {{ ref('int_balances_aggregated_to_customer_months') }}
+),
+
 joined as (
     select
         -- ids
-        spine.customer_id,
+        spine.customer_key,
         -- dates
         spine.month_start,
-        spine.as_of_date,
         -- trades
         coalesce(trades.trade_count, 0) as trade_count,
         coalesce(trades.trading_volume, 0) as trading_volume,
@@ -109,35 +104,24 @@ joined as (
         coalesce(balances.gross_assets_sum, 0) as gross_assets_sum,
         coalesce(balances.margin_debt_sum, 0) as margin_debt_sum,
         coalesce(balances.net_assets_sum, 0) as net_assets_sum,
-        balances.last_snapshot_date,
         balances.last_snapshot_net_assets,
-        -- running values
-        coalesce(open_accounts.open_account_count, 0) as open_account_count,
-        latest_trade.last_trade_date as latest_trade_date,
-        latest_balance.last_snapshot_date as latest_snapshot_date,
-        latest_balance.last_snapshot_net_assets as latest_net_assets
+        -- accounts
+        coalesce(open_account_periods.open_account_count, 0) as open_account_count
     from spine
     left join trades
-        on spine.customer_id = trades.customer_id and spine.month_start = trades.month_start
-    left join {{ ref('int_fees_aggregated_to_customer_months') }} as fees
-        on spine.customer_id = fees.customer_id and spine.month_start = fees.month_start
-    left join {{ ref('int_cash_flows_aggregated_to_customer_months') }} as cash_flows
-        on spine.customer_id = cash_flows.customer_id
+        on spine.customer_key = trades.customer_key and spine.month_start = trades.month_start
+    left join fees
+        on spine.customer_key = fees.customer_key and spine.month_start = fees.month_start
+    left join cash_flows
+        on spine.customer_key = cash_flows.customer_key
         and spine.month_start = cash_flows.month_start
     left join balances
-        on spine.customer_id = balances.customer_id
+        on spine.customer_key = balances.customer_key
         and spine.month_start = balances.month_start
-    -- running values: the latest row at or before the month (as-of joins, no
-    -- window over the whole spine)
-    asof left join open_accounts
-        on spine.customer_id = open_accounts.customer_id
-        and spine.month_start >= open_accounts.month_start
-    asof left join trades as latest_trade
-        on spine.customer_id = latest_trade.customer_id
-        and spine.month_start >= latest_trade.month_start
-    asof left join balances as latest_balance
-        on spine.customer_id = latest_balance.customer_id
-        and spine.month_start >= latest_balance.month_start
+    left join open_account_periods
+        on spine.customer_key = open_account_periods.customer_key
+        and spine.month_start >= open_account_periods.from_month_start
+        and spine.month_start < open_account_periods.until_month_start
 )
 
 select * from joined

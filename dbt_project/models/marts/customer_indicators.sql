@@ -2,8 +2,10 @@
 -- window of var('window_months') calendar months, across all the customer's
 -- accounts. Formulas and edge cases: _marts__models.yml and docs/indicators.md.
 --
--- Incremental: a run adds only the month-ends after the latest one built; the
--- window functions then read just the months those windows need.
+-- Incremental: a run adds only the month-ends after the latest one built. The
+-- window functions read every month up to the last one to build (the latest
+-- trade and snapshot reach back to the first month of data); only the new
+-- month-ends are kept.
 {{
     config(
         materialized='incremental',
@@ -34,31 +36,28 @@ months_to_build as (
 ),
 
 customers as (
-    select customer_id, first_open_date, last_close_date
+    select customer_key, customer_id, first_open_date, last_close_date
     from {{ ref('int_accounts_rolled_up_to_customers') }}
 ),
 
--- the months the new windows reach back to, plus one for the start assets
+-- every month up to the last one to build: the latest trade and the latest
+-- snapshot before a window reach back to the first month of data
 customer_months as (
     select * from {{ ref('int_customer_months') }}
-    where month_start
-        >= (select min(month_start) from months_to_build) - interval {{ window_months }} month
+    where month_start <= (select max(month_start) from months_to_build)
 ),
 
+-- one sort per customer serves every window below
 rolled as (
     select
-        customer_id,
+        customer_key,
         month_start,
         open_account_count,
-        latest_trade_date,
-        latest_snapshot_date,
-        latest_net_assets,
         sum(trade_count) over trailing_window as trade_count,
         sum(trading_volume) over trailing_window as trading_volume,
         sum(active_days) over trailing_window as active_days,
         sum(case when trade_count > 0 then 1 else 0 end) over trailing_window as active_months,
         bit_count(bit_or(asset_class_mask) over trailing_window) as product_breadth,
-        max(last_trade_date) over trailing_window as last_trade_date_in_window,
         sum(commission) over trailing_window as commission_contribution,
         sum(margin_interest) over trailing_window as margin_interest,
         sum(inflow - outflow) over trailing_window as net_inflow,
@@ -67,13 +66,24 @@ rolled as (
         sum(gross_assets_sum) over trailing_window as gross_assets_sum,
         sum(margin_debt_sum) over trailing_window as margin_debt_sum,
         sum(net_assets_sum) over trailing_window as net_assets_sum,
-        -- carried to the month before the window: the latest snapshot before it
-        lag(latest_net_assets, {{ window_months }}) over by_month as net_assets_before_window
+        max(last_trade_date) over up_to_month as latest_trade_date,
+        -- net assets on the latest snapshot date in the window, and before it
+        last_value(last_snapshot_net_assets ignore nulls) over trailing_window
+            as net_assets_at_window_end,
+        last_value(last_snapshot_net_assets ignore nulls) over before_window
+            as net_assets_before_window
     from customer_months
     window
-        by_month as (partition by customer_id order by month_start),
+        up_to_month as (
+            partition by customer_key order by month_start
+            rows between unbounded preceding and current row
+        ),
+        before_window as (
+            partition by customer_key order by month_start
+            rows between unbounded preceding and {{ window_months }} preceding
+        ),
         trailing_window as (
-            partition by customer_id order by month_start
+            partition by customer_key order by month_start
             rows between {{ window_months - 1 }} preceding and current row
         )
 ),
@@ -85,21 +95,30 @@ windowed as (
         months.window_start_date,
         months.window_months,
         months.is_full_window,
+        customers.customer_id,
         customers.first_open_date,
+        -- the latest trade up to the as-of date is in the window when it is on or
+        -- after the window's first day
+        case when rolled.latest_trade_date >= months.window_start_date
+            then rolled.latest_trade_date end as last_trade_date_in_window,
         case when rolled.snapshot_days > 0
             then rolled.net_assets_sum / rolled.snapshot_days else 0 end as avg_assets,
         case when rolled.snapshot_days > 0
             then rolled.cash_sum / rolled.snapshot_days else 0 end as avg_cash,
         coalesce(rolled.net_assets_before_window, 0) as start_net_assets,
-        case when rolled.latest_snapshot_date >= months.window_start_date
-            then rolled.latest_net_assets end as end_net_assets
+        rolled.net_assets_at_window_end as end_net_assets
     from rolled
     inner join months_to_build as months on rolled.month_start = months.month_start
-    inner join customers on rolled.customer_id = customers.customer_id
-    where customers.first_open_date <= months.as_of_date
+    inner join customers on rolled.customer_key = customers.customer_key
+    -- the first account opened by the month-end, and an account open at some
+    -- point in the window (as_of_date and window_start_date written in terms of
+    -- month_start: a filter on the customers and the months together would have
+    -- DuckDB pair every customer with every month before the window rows)
+    where customers.first_open_date <= last_day(rolled.month_start)
         and (
             customers.last_close_date is null
-            or customers.last_close_date >= months.window_start_date
+            or customers.last_close_date
+            >= rolled.month_start - interval {{ window_months - 1 }} month
         )
 ),
 

@@ -1,6 +1,10 @@
 -- One row per customer and calendar month of the data (no trailing window):
 -- what the customer did that month, for branch and month-on-month reporting.
 -- Months in which the customer held no account and did nothing are left out.
+-- A view over int_customer_months: a second copy of its tens of millions of
+-- rows (at a million customers) would cost more per run than reading it does.
+{{ config(materialized='view') }}
+
 with
 
 customer_months as (
@@ -8,18 +12,18 @@ customer_months as (
 ),
 
 customers as (
-    select customer_id, branch_id, first_open_date
+    select customer_key, customer_id, branch_id
     from {{ ref('int_accounts_rolled_up_to_customers') }}
 ),
 
 final as (
     select
         -- ids
-        customer_months.customer_id,
+        customers.customer_id,
         customers.branch_id,
         -- dates
         customer_months.month_start,
-        customer_months.as_of_date as month_end_date,
+        last_day(customer_months.month_start) as month_end_date,
         '{{ var("reporting_currency") }}' as currency,
         customer_months.open_account_count,
         -- trades
@@ -44,7 +48,7 @@ final as (
         end as avg_net_assets,
         customer_months.last_snapshot_net_assets
     from customer_months
-    inner join customers on customer_months.customer_id = customers.customer_id
+    inner join customers on customer_months.customer_key = customers.customer_key
     where customer_months.open_account_count > 0
         or customer_months.trade_count + customer_months.fee_count
         + customer_months.flow_count + customer_months.snapshot_days > 0

@@ -3,9 +3,9 @@
 -- accounts. Formulas and edge cases: _marts__models.yml and docs/indicators.md.
 --
 -- Incremental: a run adds only the month-ends after the latest one built. The
--- window functions read every month up to the last one to build (the latest
--- trade and snapshot reach back to the first month of data); only the new
--- month-ends are kept.
+-- window functions read just the months those windows need (plus the month
+-- before, for the start assets); the latest trade and snapshot from before
+-- them come from one aggregate per customer of the older months.
 {{
     config(
         materialized='incremental',
@@ -40,11 +40,26 @@ customers as (
     from {{ ref('int_accounts_rolled_up_to_customers') }}
 ),
 
--- every month up to the last one to build: the latest trade and the latest
--- snapshot before a window reach back to the first month of data
+-- the months the new windows reach back to, plus one for the start assets
 customer_months as (
     select * from {{ ref('int_customer_months') }}
-    where month_start <= (select max(month_start) from months_to_build)
+    where month_start
+        >= (select min(month_start) from months_to_build) - interval {{ window_months }} month
+        and month_start <= (select max(month_start) from months_to_build)
+),
+
+-- the older months (none in a full build), one row per customer: the latest
+-- trade and the net assets on the latest snapshot before the months read above
+earlier_months as (
+    select
+        customer_key,
+        max(last_trade_date) as latest_trade_date,
+        arg_max(last_snapshot_net_assets, month_start)
+            filter (where last_snapshot_net_assets is not null) as latest_net_assets
+    from {{ ref('int_customer_months') }}
+    where month_start
+        < (select min(month_start) from months_to_build) - interval {{ window_months }} month
+    group by customer_key
 ),
 
 -- one sort per customer serves every window below
@@ -90,26 +105,32 @@ rolled as (
 
 windowed as (
     select
-        rolled.*,
+        rolled.* exclude (latest_trade_date, net_assets_before_window),
         months.as_of_date,
         months.window_start_date,
         months.window_months,
         months.is_full_window,
         customers.customer_id,
         customers.first_open_date,
+        -- the months read are later than the earlier ones: their values win
+        coalesce(rolled.latest_trade_date, earlier_months.latest_trade_date)
+            as latest_trade_date,
         -- the latest trade up to the as-of date is in the window when it is on or
-        -- after the window's first day
+        -- after the window's first day (in the months read, never earlier)
         case when rolled.latest_trade_date >= months.window_start_date
             then rolled.latest_trade_date end as last_trade_date_in_window,
         case when rolled.snapshot_days > 0
             then rolled.net_assets_sum / rolled.snapshot_days else 0 end as avg_assets,
         case when rolled.snapshot_days > 0
             then rolled.cash_sum / rolled.snapshot_days else 0 end as avg_cash,
-        coalesce(rolled.net_assets_before_window, 0) as start_net_assets,
+        coalesce(
+            rolled.net_assets_before_window, earlier_months.latest_net_assets, 0
+        ) as start_net_assets,
         rolled.net_assets_at_window_end as end_net_assets
     from rolled
     inner join months_to_build as months on rolled.month_start = months.month_start
     inner join customers on rolled.customer_key = customers.customer_key
+    left join earlier_months on rolled.customer_key = earlier_months.customer_key
     -- the first account opened by the month-end, and an account open at some
     -- point in the window (as_of_date and window_start_date written in terms of
     -- month_start: a filter on the customers and the months together would have

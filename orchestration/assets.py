@@ -35,9 +35,9 @@ from pydantic import Field
 
 from ml import TIERS
 from orchestration import publish
-from orchestration.config import DBT_PROJECT_DIR, Settings, duckdb_memory_limit, parse_as_of
+from orchestration.config import DBT_PROJECT_DIR, Settings, parse_as_of
 from orchestration.landing import CONTRACT, discover, land
-from orchestration.pipeline import INGESTION, TIER_REPORTING, new_load_id
+from orchestration.pipeline import INGESTION, TIER_REPORTING, new_load_id, warehouse_vars
 from orchestration.tiering import GradingSettings, contract_violations, grade
 
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
@@ -136,7 +136,7 @@ class Translator(DagsterDbtTranslator):
 @contextlib.contextmanager
 def warehouse_env(path: Path) -> Iterator[None]:
     """Point dbt's profile at the run's build file, with DuckDB's memory limit, for one call."""
-    values = {"TIERS_WAREHOUSE": str(path), "TIERS_DUCKDB_MEMORY_LIMIT": duckdb_memory_limit()}
+    values = warehouse_vars(path)
     before = {name: os.environ.get(name) for name in values}
     os.environ.update(values)
     try:

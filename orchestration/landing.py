@@ -364,14 +364,30 @@ def _files_with_unsettled_rows(con: duckdb.DuckDBPyConnection) -> set:
     return files
 
 
-def _scan(source: SourceFile) -> str:
-    """The table function reading ``source``'s fields (CSV: all text, malformed lines skipped)."""
+def _scan(source: SourceFile, keep_rejects: bool = False) -> str:
+    """The table function reading ``source``'s fields (CSV: all text).
+
+    Malformed CSV lines are skipped, or with ``keep_rejects`` stored in the temp
+    tables ``csv_rejects`` and ``csv_reject_scans``.
+    """
     if source.format == "parquet":
         return f"read_parquet({_literal(source.path.resolve())})"
     fields = ", ".join(f"'c{i}': 'VARCHAR'" for i in range(source.n_fields))
+    errors = (
+        "store_rejects = true, rejects_table = 'csv_rejects', rejects_scan = 'csv_reject_scans'"
+        if keep_rejects
+        else "ignore_errors = true"
+    )
     return (
         f"read_csv({_literal(source.path.resolve())}, header = true, auto_detect = false, "
-        f"delim = ',', quote = '\"', escape = '\"', columns = {{{fields}}}, ignore_errors = true)"
+        f"delim = ',', quote = '\"', escape = '\"', columns = {{{fields}}}, {errors})"
+    )
+
+
+def _holds_line_break(source: SourceFile) -> str:
+    """SQL true for a CSV row with a line break in a contract value (an unclosed quote)."""
+    return " or ".join(
+        f"contains(c{p}, chr(10)) or contains(c{p}, chr(13))" for p in source.columns.values()
     )
 
 
@@ -430,27 +446,17 @@ def _literal(value: object) -> str:
 def _check_file(con: duckdb.DuckDBPyConnection, source: SourceFile) -> LandedFile:
     """Read ``source`` once: count its rows, keep its malformed lines, stop on whole-file errors."""
     stat = source.path.stat()
-    if source.format == "csv":
-        fields = ", ".join(f"'c{i}': 'VARCHAR'" for i in range(source.n_fields))
-        scan = (
-            f"read_csv(?, header = true, auto_detect = false, delim = ',', quote = '\"', "
-            f"escape = '\"', columns = {{{fields}}}, store_rejects = true, "
-            f"rejects_table = 'csv_rejects', rejects_scan = 'csv_reject_scans')"
-        )
-        if _has_quotes(source.path):
-            # a value holding a line break swallowed the lines after it (an unclosed quote)
-            broken = " or ".join(
-                f"contains(c{p}, chr(10)) or contains(c{p}, chr(13))"
-                for p in source.columns.values()
-            )
-            query = f"select count(*), count(*) filter (where {broken}) from {scan}"
-        else:  # only a quoted value can hold a line break; every field is still read
-            read = ", ".join(f"count(c{i})" for i in range(source.n_fields))  # (UTF-8 checked)
-            query = f"select count(*), 0, {read} from {scan}"
+    scan = _scan(source, keep_rejects=True)
+    if source.format == "csv" and _has_quotes(source.path):
+        # a value holding a line break swallowed the lines after it (an unclosed quote)
+        query = f"select count(*), count(*) filter (where {_holds_line_break(source)}) from {scan}"
+    elif source.format == "csv":  # only a quoted value can hold a line break
+        read = ", ".join(f"count(c{i})" for i in range(source.n_fields))  # every field: UTF-8
+        query = f"select count(*), 0, {read} from {scan}"
     else:
-        query = "select count(*), 0 from read_parquet(?)"
+        query = f"select count(*), 0 from {scan}"
     try:
-        rows, broken_rows = con.execute(query, [str(source.path)]).fetchall()[0][:2]
+        rows, broken_rows = con.execute(query).fetchall()[0][:2]
     except duckdb.Error as error:
         raise LandingError(
             f"{source.path} cannot be read as {source.format.upper()}: {_first_line(error)}"
@@ -481,12 +487,9 @@ def _has_quotes(path: Path) -> bool:
 
 def _first_broken_row(con: duckdb.DuckDBPyConnection, source: SourceFile) -> str:
     """Where the first value holding a line break is (only read when there is one)."""
-    broken = " or ".join(
-        f"contains(c{p}, chr(10)) or contains(c{p}, chr(13))" for p in source.columns.values()
-    )
     row = con.execute(
         f"select min(_row) from (select *, row_number() over () as _row from {_scan(source)}) "
-        f"where {broken}"
+        f"where {_holds_line_break(source)}"
     ).fetchall()[0][0]
     return f"data row {row}"
 

@@ -87,13 +87,13 @@ def prepare_manifest() -> Path:
     return manifest
 
 
+def warehouse_vars(warehouse: Path) -> dict[str, str]:
+    """The variables dbt's profile reads: the file to build and DuckDB's memory limit."""
+    return {"TIERS_WAREHOUSE": str(warehouse), "TIERS_DUCKDB_MEMORY_LIMIT": duckdb_memory_limit()}
+
+
 def dbt_env(warehouse: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "TIERS_WAREHOUSE": str(warehouse),
-        "TIERS_DUCKDB_MEMORY_LIMIT": duckdb_memory_limit(),
-        "DO_NOT_TRACK": "1",
-    }
+    return {**os.environ, **warehouse_vars(warehouse), "DO_NOT_TRACK": "1"}
 
 
 def run(

@@ -125,9 +125,10 @@ def write_snapshot(
 ) -> Path:
     """Export every table of ``schemas`` to Parquet and point ``latest`` at it.
 
-    Views are left out: they are queries over the warehouse (``marts.fct_trades``
-    and ``marts.fct_fees`` read every staged trade and fee, 100 million rows at a
-    million customers), so exporting them would cost more than the run itself.
+    Views are left out: they are queries over the warehouse (``marts.fct_trades``,
+    ``marts.fct_fees`` and ``marts.fct_customer_monthly_activity`` read every staged
+    trade and fee or every customer month, 100 million rows at a million
+    customers), so exporting them would cost more than the run itself.
 
     Layout under ``snapshot_root`` (by default :func:`snapshot_root`, which the
     ``TIERS_SNAPSHOT_DIR`` environment variable overrides)::

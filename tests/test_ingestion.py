@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
+import shutil
 import subprocess
 
 import duckdb
@@ -176,6 +177,40 @@ def test_the_reconciliation_check_fails_when_a_row_is_lost(clean_landing, tmp_pa
     assert check.returncode != 0
     assert "assert_load_reconciles" in check.stdout
 
+
+
+@pytest.mark.parametrize(
+    ("table", "test"),
+    [
+        ("fees", "unique_stg_broker__fees_fee_id"),
+        ("balances", "unique_stg_broker__balances_account_id_as_of_date"),
+    ],
+)
+def test_the_unique_tests_fail_on_a_repeated_key(clean_warehouse, tmp_path, table, test):
+    """The project's `unique` test (hashes first, values second) still finds a repeat."""
+    warehouse = tmp_path / "warehouse.duckdb"
+    shutil.copyfile(clean_warehouse, warehouse)
+    key = {"fees": ["fee_id"], "balances": ["account_id", "as_of_date"]}[table]
+    with duckdb.connect(str(warehouse)) as con:
+        # the second accepted row of a file takes the first one's key
+        con.execute(f"""
+            update staging.base_broker__{table} as judged
+            set {", ".join(f"{c} = first_row.{c}" for c in key)}
+            from (select * from staging.base_broker__{table}
+                  where _source_row = 1 and rejection_reason is null
+                  order by _source_file limit 1) as first_row
+            where judged._source_file = first_row._source_file and judged._source_row = 2
+              and judged.rejection_reason is null""")
+    check = subprocess.run(
+        dbt_command(["test", "--select", test], LOAD_DATE),
+        cwd=DBT_PROJECT_DIR,
+        env=dbt_env(warehouse),
+        capture_output=True,
+        text=True,
+    )
+    assert check.returncode != 0
+    assert f"Failure in test {test}" in check.stdout
+    assert "Got 1 result" in check.stdout
 
 FUTURE_DATES = {
     "accounts": "open_date > $d or close_date > $d",

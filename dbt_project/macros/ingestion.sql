@@ -4,8 +4,8 @@
     Parsers return NULL for a value they cannot read; the check macros return a
     rule as {code, condition, message}, where the condition is true when the row
     breaks the rule and the message is SQL text saying how, with the value.
-    `rejection_reason` / `rejection_rules` fold a list of rules into one column
-    each (NULL when the row breaks none). Rule codes:
+    `check_rules` folds a list of rules into two columns, rejection_reason and
+    rejection_rules (NULL when the row breaks none). Rule codes:
 
     missing_value, invalid_date, invalid_number, invalid_value, out_of_range,
     close_before_open, future_date, orphan_account, duplicate_key, malformed_line
@@ -13,11 +13,12 @@
 
 {#- trim spaces, tabs and line breaks; '' is NULL. Most values need no
     trimming: their first and last characters are checked first, which is
-    several times cheaper than trim() on every value. -#}
+    several times cheaper than trim() on every value (and `[-1]` is cheaper
+    than right(..., 1)). -#}
 {% macro clean_text(column) -%}
     nullif(
         case
-            when ascii({{ column }}) <= 32 or ascii(right({{ column }}, 1)) <= 32
+            when ascii({{ column }}) <= 32 or ascii({{ column }}[-1]) <= 32
                 then trim({{ column }}, ' ' || chr(9) || chr(10) || chr(13))
             else {{ column }}
         end,
@@ -140,22 +141,24 @@
         or {% endif %}{% endfor %})
 {%- endmacro %}
 
-{#- reason: "code: message; code: message" in rule order, NULL when no rule is
-    broken. The messages are built only for the rows that break a rule. -#}
-{% macro rejection_reason(rules) -%}
-    case when {{ breaks_any(rules) }} then concat_ws('; '
-    {%- for rule in rules %},
-        case when {{ rule.condition }} then '{{ rule.code }}: ' || {{ rule.message }} end
-    {%- endfor %}
-    ) end
-{%- endmacro %}
-
-{% macro rejection_rules(rules) -%}
-    case when {{ breaks_any(rules) }} then concat_ws(','
-    {%- for rule in rules %},
-        case when {{ rule.condition }} then '{{ rule.code }}' end
-    {%- endfor %}
-    ) end
+{#- `relation`'s rows with two columns more: rejection_reason, "code: message;
+    code: message" in rule order, and rejection_rules, the codes ("code,code");
+    both NULL when the row breaks no rule. Whether a row breaks any rule is
+    computed once (the messages are built only for the rows that do). -#}
+{% macro check_rules(relation, rules) -%}
+    select
+        * exclude (breaks_a_rule),
+        case when breaks_a_rule then concat_ws('; '
+        {%- for rule in rules %},
+            case when {{ rule.condition }} then '{{ rule.code }}: ' || {{ rule.message }} end
+        {%- endfor %}
+        ) end as rejection_reason,
+        case when breaks_a_rule then concat_ws(','
+        {%- for rule in rules %},
+            case when {{ rule.condition }} then '{{ rule.code }}' end
+        {%- endfor %}
+        ) end as rejection_rules
+    from (select *, {{ breaks_any(rules) }} as breaks_a_rule from {{ relation }})
 {%- endmacro %}
 
 {#-
@@ -236,7 +239,7 @@
                 and load_id = (select load_id from {{ source('broker', 'latest_load') }})
         ),
 
-        good as (
+        good as not materialized (
             select
                 {{ key }},
                 _source_file,
@@ -246,23 +249,29 @@
             where rejection_reason is null
         ),
 
+        -- Keys are grouped by their 64-bit hash first, which is much cheaper than
+        -- grouping the text; only the rows whose key hash repeats are grouped by
+        -- the key itself (a hash shared by two different keys is no duplicate).
         {% if only_this_load -%}
-        -- every row is new: one pass over the keys
-        repeated as (
-            select {{ key }} from good group by {{ key }} having count(*) > 1
+        -- every row is new: every key may repeat
+        candidates as (
+            select * from good
+            where hash({{ key }}) in (
+                select hash({{ key }}) from good group by all having count(*) > 1
+            )
         ),
         {%- else -%}
         -- only keys of this load's rows can repeat anew: look up the earlier
         -- rows holding them rather than grouping every key of every load
         candidates as (
             select * from good
-            semi join (select distinct {{ key }} from good where is_new) using ({{ key }})
+            where hash({{ key }}) in (select hash({{ key }}) from good where is_new)
         ),
+        {%- endif %}
 
         repeated as (
             select {{ key }} from candidates group by {{ key }} having count(*) > 1
         ),
-        {%- endif %}
 
         ranked as (
             select

@@ -62,11 +62,7 @@ typed as (
 ] %}
 
 checked as (
-    select
-        *,
-        {{ rejection_reason(rules) }} as rejection_reason,
-        {{ rejection_rules(rules) }} as rejection_rules
-    from typed
+    {{ check_rules('typed', rules) }}
 )
 
 {{ judge_accounts('checked') }}

@@ -1,7 +1,10 @@
 -- Balance snapshots per customer and calendar month. Accounts are summed per
 -- snapshot date first (a customer's net assets on a date = the sum over the
 -- accounts with a snapshot that day), then the dates are summed per month, so
--- a trailing window can average over snapshot dates.
+-- a trailing window can average over snapshot dates. A customer with a single
+-- account has one snapshot per date already: only the snapshots of customers
+-- with several accounts are grouped by date (at a million customers that
+-- grouping is the costliest step of the monthly models).
 with
 
 balances as (
@@ -9,23 +12,40 @@ balances as (
 ),
 
 accounts as (
-    select accounts.account_id, customers.customer_key
+    select accounts.account_id, customers.customer_key, customers.account_count
     from {{ ref('stg_broker__accounts') }} as accounts
     inner join {{ ref('int_accounts_rolled_up_to_customers') }} as customers
         on accounts.customer_id = customers.customer_id
 ),
 
-customer_dates as (
+account_snapshots as (
     select
         accounts.customer_key,
+        accounts.account_count,
         balances.as_of_date as snapshot_date,
-        sum(balances.cash::double) as cash,
-        sum((balances.cash + balances.market_value)::double) as gross_assets,
-        sum(balances.margin_debt::double) as margin_debt,
-        sum((balances.cash + balances.market_value - balances.margin_debt)::double) as net_assets
+        balances.cash::double as cash,
+        (balances.cash + balances.market_value)::double as gross_assets,
+        balances.margin_debt::double as margin_debt,
+        (balances.cash + balances.market_value - balances.margin_debt)::double as net_assets
     from balances
     inner join accounts on balances.account_id = accounts.account_id
-    group by all
+),
+
+customer_dates as (
+    select * exclude (account_count)
+    from account_snapshots
+    where account_count = 1
+    union all
+    select
+        customer_key,
+        snapshot_date,
+        sum(cash) as cash,
+        sum(gross_assets) as gross_assets,
+        sum(margin_debt) as margin_debt,
+        sum(net_assets) as net_assets
+    from account_snapshots
+    where account_count is distinct from 1
+    group by customer_key, snapshot_date
 ),
 
 aggregated as (

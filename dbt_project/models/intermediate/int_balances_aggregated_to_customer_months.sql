@@ -12,10 +12,7 @@ balances as (
 ),
 
 accounts as (
-    select accounts.account_id, customers.customer_key, customers.account_count
-    from {{ ref('stg_broker__accounts') }} as accounts
-    inner join {{ ref('int_accounts_rolled_up_to_customers') }} as customers
-        on accounts.customer_id = customers.customer_id
+    {{ accounts_with_customer_key(['account_count']) }}
 ),
 
 account_snapshots as (

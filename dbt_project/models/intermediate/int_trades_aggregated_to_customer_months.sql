@@ -6,10 +6,7 @@ trades as (
 ),
 
 accounts as (
-    select accounts.account_id, customers.customer_key
-    from {{ ref('stg_broker__accounts') }} as accounts
-    inner join {{ ref('int_accounts_rolled_up_to_customers') }} as customers
-        on accounts.customer_id = customers.customer_id
+    {{ accounts_with_customer_key() }}
 ),
 
 aggregated as (

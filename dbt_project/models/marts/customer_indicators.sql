@@ -40,12 +40,21 @@ customers as (
     from {{ ref('int_accounts_rolled_up_to_customers') }}
 ),
 
--- the months the new windows reach back to, plus one for the start assets
+-- the months the new windows reach back to, plus one for the start assets: in
+-- a full build every month. (Not a filter on the month bounds there: DuckDB
+-- cannot estimate it, takes the window's 24M rows at a million customers for a
+-- few thousand and hashes them in the joins below, which costs half as much
+-- again as the windows.)
 customer_months as (
     select * from {{ ref('int_customer_months') }}
-    where month_start
-        >= (select min(month_start) from months_to_build) - interval {{ window_months }} month
-        and month_start <= (select max(month_start) from months_to_build)
+    {% if is_incremental() -%}
+    semi join (
+        select month_start from {{ ref('int_reporting_months') }}
+        where month_start
+            >= (select min(month_start) from months_to_build) - interval {{ window_months }} month
+            and month_start <= (select max(month_start) from months_to_build)
+    ) using (month_start)
+    {%- endif %}
 ),
 
 -- the older months (none in a full build), one row per customer: the latest
@@ -57,8 +66,12 @@ earlier_months as (
         arg_max(last_snapshot_net_assets, month_start)
             filter (where last_snapshot_net_assets is not null) as latest_net_assets
     from {{ ref('int_customer_months') }}
+    {% if is_incremental() -%}
     where month_start
         < (select min(month_start) from months_to_build) - interval {{ window_months }} month
+    {%- else -%}
+    where false
+    {%- endif %}
     group by customer_key
 ),
 

@@ -113,10 +113,16 @@ class IndicatorConfig(Config):
     reporting_currency: str = "CNY"
 
     def dbt_vars(self) -> dict[str, Any]:
+        """The vars set to something other than their default (dbt_project.yml has those).
+
+        With the defaults, every dbt call of a run passes the same ``--vars``, so the
+        later calls reuse the first one's parse (see :func:`dbt_target_path`).
+        """
+        defaults = type(self)()
         return {
-            "window_months": self.window_months,
-            "cash_spread_rate": self.cash_spread_rate,
-            "reporting_currency": self.reporting_currency,
+            name: getattr(self, name)
+            for name in ("window_months", "cash_spread_rate", "reporting_currency")
+            if getattr(self, name) != getattr(defaults, name)
         }
 
 
@@ -147,6 +153,16 @@ def warehouse_env(path: Path) -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def dbt_target_path(context: AssetExecutionContext) -> Path:
+    """One dbt target folder for all the dbt calls of a run.
+
+    dagster-dbt gives each call a folder of its own, so each would parse the whole
+    project again (seconds each); in one folder, a call with the same vars and
+    profile (the run's build file) reuses the previous call's partial parse.
+    """
+    return DBT_PROJECT_DIR / "target" / f"run-{context.run.run_id}"
 
 
 def dbt_args(
@@ -200,7 +216,7 @@ def staging_models(context: AssetExecutionContext, dbt: DbtCliResource, tiers: T
     """Type and judge the landed rows: staging, quarantine and reconciliation (`dbt build`)."""
     args = dbt_args("build", tiers.day_of_load(), is_full_refresh(context))
     with warehouse_env(tiers.build(context.run.run_id)):
-        yield from dbt.cli(args, context=context).stream()
+        yield from dbt.cli(args, context=context, target_path=dbt_target_path(context)).stream()
 
 
 @dbt_assets(
@@ -218,7 +234,7 @@ def warehouse_models(
     """Intermediate models and marts: `dbt build` (tests become asset checks)."""
     args = dbt_args("build", tiers.day_of_load(), is_full_refresh(context), config.dbt_vars())
     with warehouse_env(tiers.build(context.run.run_id)):
-        yield from dbt.cli(args, context=context).stream()
+        yield from dbt.cli(args, context=context, target_path=dbt_target_path(context)).stream()
 
 
 @multi_asset(
@@ -388,7 +404,8 @@ def tier_reporting_models(
 ):
     """dbt models on the tier tables (activity by branch and tier)."""
     with warehouse_env(tiers.build(context.run.run_id)):
-        yield from dbt.cli(dbt_args("build", tiers.day_of_load()), context=context).stream()
+        args = dbt_args("build", tiers.day_of_load())
+        yield from dbt.cli(args, context=context, target_path=dbt_target_path(context)).stream()
 
 
 @asset(

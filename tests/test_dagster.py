@@ -67,6 +67,24 @@ def test_dbt_args_carry_the_load_date_and_full_refresh():
     assert dbt_args("build", LOAD_DATE, full_refresh=True)[-1] == "--full-refresh"
 
 
+def test_indicator_vars_are_passed_only_when_they_differ_from_dbt_defaults():
+    # dbt reuses a parse only for the same --vars: with the defaults, every dbt call
+    # of a run passes the same ones, and dbt_project.yml supplies the values
+    import yaml
+
+    from orchestration.assets import IndicatorConfig
+    from orchestration.config import DBT_PROJECT_DIR
+
+    project = yaml.safe_load((DBT_PROJECT_DIR / "dbt_project.yml").read_text())
+    defaults = IndicatorConfig()
+    assert defaults.dbt_vars() == {}
+    assert {name: project["vars"][name] for name in defaults.model_dump()} == (
+        defaults.model_dump()
+    )
+    changed = IndicatorConfig(window_months=6, reporting_currency="HKD").dbt_vars()
+    assert changed == {"window_months": 6, "reporting_currency": "HKD"}
+
+
 def test_the_sensor_fingerprint_changes_with_the_files(tmp_path):
     (tmp_path / "trades.csv").write_text("a\n")
     before = landing_fingerprint(tmp_path)

@@ -178,7 +178,6 @@ def test_the_reconciliation_check_fails_when_a_row_is_lost(clean_landing, tmp_pa
     assert "assert_load_reconciles" in check.stdout
 
 
-
 @pytest.mark.parametrize(
     ("table", "test"),
     [
@@ -211,6 +210,7 @@ def test_the_unique_tests_fail_on_a_repeated_key(clean_warehouse, tmp_path, tabl
     assert check.returncode != 0
     assert f"Failure in test {test}" in check.stdout
     assert "Got 1 result" in check.stdout
+
 
 FUTURE_DATES = {
     "accounts": "open_date > $d or close_date > $d",

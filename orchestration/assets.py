@@ -118,12 +118,8 @@ class IndicatorConfig(Config):
         With the defaults, every dbt call of a run passes the same ``--vars``, so the
         later calls reuse the first one's parse (see :func:`dbt_target_path`).
         """
-        defaults = type(self)()
-        return {
-            name: getattr(self, name)
-            for name in ("window_months", "cash_spread_rate", "reporting_currency")
-            if getattr(self, name) != getattr(defaults, name)
-        }
+        defaults = type(self)().model_dump()
+        return {name: value for name, value in self.model_dump().items() if value != defaults[name]}
 
 
 class Translator(DagsterDbtTranslator):
@@ -160,7 +156,8 @@ def dbt_target_path(context: AssetExecutionContext) -> Path:
 
     dagster-dbt gives each call a folder of its own, so each would parse the whole
     project again (seconds each); in one folder, a call with the same vars and
-    profile (the run's build file) reuses the previous call's partial parse.
+    profile (the run's build file) reuses the previous call's partial parse. The
+    folder's ``dbt.log`` holds every call; ``run_results.json`` is the last one's.
     """
     return DBT_PROJECT_DIR / "target" / f"run-{context.run.run_id}"
 

@@ -41,10 +41,10 @@ customers as (
 ),
 
 -- the months the new windows reach back to, plus one for the start assets: in
--- a full build every month. (Not a filter on the month bounds there: DuckDB
--- cannot estimate it, takes the window's 24M rows at a million customers for a
--- few thousand and hashes them in the joins below, which costs half as much
--- again as the windows.)
+-- a full build every month, read without a filter. (DuckDB cannot estimate a
+-- filter on the month bounds: it took the window's 24M rows, at a million
+-- customers, for a few thousand and hashed them in the joins below, which cost
+-- half as much again as the windows.)
 customer_months as (
     select * from {{ ref('int_customer_months') }}
     {% if is_incremental() -%}

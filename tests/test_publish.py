@@ -311,6 +311,16 @@ def test_write_snapshot_exports_every_table_but_no_view(warehouse, tmp_path):
     assert sorted(p.name for p in root.iterdir()) == ["LATEST", "latest", "run-0"]
 
 
+def test_write_snapshot_compresses_with_snappy_which_every_parquet_reader_has(warehouse, tmp_path):
+    run_dir = write_snapshot(warehouse, tmp_path / "snapshots", "run-0")
+
+    with duckdb.connect() as con:
+        codecs = con.execute(
+            "select distinct compression from parquet_metadata(?)", [str(run_dir / "**/*.parquet")]
+        ).fetchall()
+    assert codecs == [("SNAPPY",)]
+
+
 def test_write_snapshot_moves_latest_and_prunes_old_runs(warehouse, tmp_path):
     root = tmp_path / "snapshots"
     for version in range(5):

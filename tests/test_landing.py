@@ -207,6 +207,25 @@ def test_stray_quotes_that_pair_up_across_lines_stop_the_load(landing):
         landed(landing)
 
 
+def test_stray_quotes_deep_in_a_later_part_stop_the_load(landing):
+    # the quotes lie past the first 16 MB read of the third part, which is read
+    # ahead while the first parts are checked
+    header, *rows = (landing / "trades.csv").read_text(encoding="utf-8").strip().split("\n")
+    (landing / "trades.csv").unlink()
+    (landing / "trades").mkdir()
+    for part in ("a", "b"):
+        (landing / "trades" / f"{part}.csv").write_text(
+            "\n".join([header, *rows]) + "\n", encoding="utf-8"
+        )
+    padding = rows * (17_000_000 // len("\n".join(rows)) + 1)
+    opened, closed = _quote_symbol(rows[0], '"{}'), _quote_symbol(rows[4], '{}"')
+    (landing / "trades" / "c.csv").write_text(
+        "\n".join([header, *padding, opened, *rows[1:4], closed]) + "\n", encoding="utf-8"
+    )
+    with pytest.raises(LandingError, match=r"trades/c\.csv: a quoted value opened at"):
+        landed(landing)
+
+
 def _quote_symbol(line, pattern):
     fields = line.split(",")
     fields[3] = pattern.format(fields[3])

@@ -511,10 +511,17 @@ class TieringModel(BaseEstimator):
         )
         return out
 
-    def diagnose_k(self, X: pd.DataFrame, k_values: Iterable[int] = range(2, 11)) -> pd.DataFrame:
+    def diagnose_k(
+        self,
+        X: pd.DataFrame,
+        k_values: Iterable[int] = range(2, 11),
+        silhouette_sample_size: int | None = None,
+    ) -> pd.DataFrame:
         """:func:`~ml.segmentation.k_diagnostics` on this model's factor scores of ``X``.
 
-        Dormant-rule customers are left out, as in the fit.
+        Dormant-rule customers are left out, as in the fit. The silhouette is
+        computed on ``silhouette_sample_size`` of them (default: the model's);
+        its cost grows with the square of that size.
         """
         with threadpool_limits(limits=1):
             dormant, _, F, _ = self._score(X)
@@ -524,7 +531,7 @@ class TieringModel(BaseEstimator):
                 n_init=self.n_init,
                 max_iter=self.max_iter,
                 random_state=self.random_state,
-                silhouette_sample_size=self.silhouette_sample_size,
+                silhouette_sample_size=silhouette_sample_size or self.silhouette_sample_size,
             )
 
     # --------------------------------------------------------------- tables

@@ -254,6 +254,16 @@ def test_diagnostics_over_k(model, book):
     assert table.notna().all().all()
 
 
+def test_diagnostics_silhouette_sample_changes_only_the_silhouette(model, book):
+    assert len(book) > 100
+    everyone = model.diagnose_k(book, k_values=[3])
+    sampled = model.diagnose_k(book, k_values=[3], silhouette_sample_size=100)
+    pd.testing.assert_frame_equal(
+        everyone.drop(columns="silhouette"), sampled.drop(columns="silhouette")
+    )
+    assert sampled["silhouette"].iloc[0] != everyone["silhouette"].iloc[0]
+
+
 # --------------------------------------------------------- estimator style
 
 

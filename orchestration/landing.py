@@ -472,18 +472,15 @@ def _read_ahead(sources: list[SourceFile]) -> Iterator[tuple[SourceFile, Future[
 
 
 def _check_file(
-    con: duckdb.DuckDBPyConnection, source: SourceFile, quoted: Future[bool] | None = None
+    con: duckdb.DuckDBPyConnection, source: SourceFile, quoted: Future[bool] | None
 ) -> LandedFile:
     """Read ``source`` once: count its rows, keep its malformed lines, stop on whole-file errors.
 
-    ``quoted``, for a CSV file: whether it holds a quote, when already looked up.
+    ``quoted``: whether the CSV file holds a quote (``_read_ahead``), None for Parquet.
     """
     stat = source.path.stat()
     scan = _scan(source, keep_rejects=True)
-    has_quotes = source.format == "csv" and (
-        quoted.result() if quoted is not None else _has_quotes(source.path)
-    )
-    if has_quotes:
+    if quoted is not None and quoted.result():
         # a value holding a line break swallowed the lines after it (an unclosed quote)
         query = f"select count(*), count(*) filter (where {_holds_line_break(source)}) from {scan}"
     elif source.format == "csv":  # only a quoted value can hold a line break

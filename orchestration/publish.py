@@ -167,8 +167,6 @@ def write_snapshot(
         # the tables have no row order to keep; without one DuckDB writes the row
         # groups of a file in parallel (a third faster at a million customers)
         con.execute("set preserve_insertion_order = false")
-        # Snappy: every Parquet reader has it, and at a million customers it writes
-        # customer_indicators in half zstd's time for files a quarter larger
         found = con.execute(
             """select table_schema, table_name from information_schema.tables
                where table_catalog = current_database()
@@ -184,6 +182,8 @@ def write_snapshot(
             (staging / schema).mkdir(parents=True)
         for schema, table in found:
             file = Path(schema) / f"{table}.parquet"
+            # Snappy: every Parquet reader has it, and at a million customers it
+            # writes customer_indicators in half zstd's time, files a quarter larger
             (rows,) = con.execute(
                 f"copy (select * from {_ident(schema)}.{_ident(table)}) "
                 f"to {_literal(str(staging / file))} (format parquet, compression snappy)"

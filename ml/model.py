@@ -531,7 +531,9 @@ class TieringModel(BaseEstimator):
                 n_init=self.n_init,
                 max_iter=self.max_iter,
                 random_state=self.random_state,
-                silhouette_sample_size=silhouette_sample_size or self.silhouette_sample_size,
+                silhouette_sample_size=self.silhouette_sample_size
+                if silhouette_sample_size is None
+                else silhouette_sample_size,
             )
 
     # --------------------------------------------------------------- tables

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -458,17 +459,15 @@ def _read_ahead(sources: list[SourceFile]) -> Iterator[tuple[SourceFile, Future[
     would otherwise come on top of DuckDB's.
     """
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="landing-read-ahead") as reader:
-        pending = [
-            reader.submit(_has_quotes, source.path) if source.format == "csv" else None
-            for source in sources[:READ_AHEAD_FILES]
-        ]
-        for position in range(len(sources)):
+
+        def look_up(source: SourceFile) -> Future[bool] | None:
+            return reader.submit(_has_quotes, source.path) if source.format == "csv" else None
+
+        pending = deque(look_up(source) for source in sources[:READ_AHEAD_FILES])
+        for position, source in enumerate(sources):
             if position + READ_AHEAD_FILES < len(sources):
-                later = sources[position + READ_AHEAD_FILES]
-                pending.append(
-                    reader.submit(_has_quotes, later.path) if later.format == "csv" else None
-                )
-            yield sources[position], pending[position]
+                pending.append(look_up(sources[position + READ_AHEAD_FILES]))
+            yield source, pending.popleft()
 
 
 def _check_file(

@@ -251,16 +251,15 @@
             where rejection_reason is null
         ),
 
-        -- Keys are grouped by their 64-bit hash first, which is much cheaper than
-        -- grouping the text; only the rows whose key hash repeats are grouped by
-        -- the key itself (a hash shared by two different keys is no duplicate).
+        -- Repeats are found among the keys' 64-bit hashes first, which is much
+        -- cheaper than grouping the text; only the rows whose key hash repeats
+        -- are grouped by the key itself (a hash shared by two different keys is
+        -- no duplicate).
         {% if only_this_load -%}
         -- every row is new: every key may repeat
         candidates as (
             select * from good
-            where hash({{ key }}) in (
-                select hash({{ key }}) from good group by all having count(*) > 1
-            )
+            where hash({{ key }}) in ({{ repeated_hashes(key, 'good') }})
         ),
         {%- else -%}
         -- only keys of this load's rows can repeat anew: look up the earlier

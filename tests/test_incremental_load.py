@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
+import duckdb
 import pytest
 
-from orchestration.pipeline import INGESTION
-from tests.conftest import build, make_landing, query
+from orchestration.config import DBT_PROJECT_DIR
+from orchestration.pipeline import INGESTION, dbt_command, dbt_env
+from tests.conftest import LOAD_DATE, build, make_landing, query
 
 FACT_TABLES = ("trades", "fees", "balances", "cash_flows")
 STAGING = ("accounts", *FACT_TABLES)
@@ -140,3 +143,37 @@ def test_a_changed_file_replaces_its_rows_and_a_vanished_file_takes_its_rows(all
         warehouse,
         "select count(*) from staging.base_broker__fees where _source_file = 'fees/part-00002.csv'",
     ) == [(0,)]
+
+
+def test_the_transaction_marts_are_tested_on_the_rows_of_this_load(all_parts, tmp_path):
+    """fct_fees' data tests read this load's files, as the staging tests do, and no earlier ones."""
+    landing = copy_landing(all_parts, tmp_path / "landing", hold_back="part-00002.csv")
+    warehouse = build(landing, tmp_path / "warehouse.duckdb")
+    add_back(all_parts, landing, "part-00002.csv")
+    build(landing, warehouse)
+    this_load = landed_by_latest_load(warehouse)
+    earlier = sorted(
+        f"fees/part-0000{i}.csv" for i in range(3) if f"fees/part-0000{i}.csv" not in this_load
+    )
+    assert "fees/part-00002.csv" in this_load and earlier
+    # an accepted fee of an earlier load and one of this load lose their fee_id
+    with duckdb.connect(str(warehouse)) as con:
+        for file in (earlier[0], "fees/part-00002.csv"):
+            con.execute(
+                """update staging.base_broker__fees set fee_id = null
+                   where _source_file = $1 and _source_row = (
+                       select min(_source_row) from staging.base_broker__fees
+                       where _source_file = $1 and rejection_reason is null)""",
+                [file],
+            )
+    test = "not_null_fct_fees_fee_id"
+    check = subprocess.run(
+        dbt_command(["test", "--select", test], LOAD_DATE),
+        cwd=DBT_PROJECT_DIR,
+        env=dbt_env(warehouse),
+        capture_output=True,
+        text=True,
+    )
+    assert check.returncode != 0
+    assert f"Failure in test {test}" in check.stdout
+    assert "Got 1 result" in check.stdout  # the row of this load, not the earlier one

@@ -38,7 +38,10 @@ final as (
         -- amounts
         fees.amount,
         case when fees.is_broker_revenue then fees.amount else 0 end as revenue_amount,
-        '{{ var("reporting_currency") }}' as currency
+        '{{ var("reporting_currency") }}' as currency,
+        -- lineage
+        fees.source_file,
+        fees.source_row
     from fees
     inner join accounts on fees.account_id = accounts.account_id
 )

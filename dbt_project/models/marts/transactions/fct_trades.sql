@@ -31,7 +31,10 @@ final as (
         trades.quantity,
         trades.price,
         trades.amount,
-        '{{ var("reporting_currency") }}' as currency
+        '{{ var("reporting_currency") }}' as currency,
+        -- lineage
+        trades.source_file,
+        trades.source_row
     from trades
     inner join accounts on trades.account_id = accounts.account_id
 )

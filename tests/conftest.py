@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import subprocess
 from pathlib import Path
 
 import duckdb
 import pytest
 
-from orchestration.config import Settings
-from orchestration.pipeline import run
+from orchestration.config import DBT_PROJECT_DIR, Settings
+from orchestration.pipeline import dbt_command, dbt_env, run
 from seeds.generate import generate
 
 END = dt.date(2026, 10, 31)
@@ -33,6 +34,17 @@ def make_landing(
 def build(raw_dir: Path, warehouse: Path, select: str | None = None) -> Path:
     run(Settings(raw_dir, warehouse, None), load_date=LOAD_DATE, select=select)
     return warehouse
+
+
+def dbt(warehouse: Path, *args: str) -> subprocess.CompletedProcess:
+    """Run one dbt command (e.g. ``"test", "--select", name``) on ``warehouse``, output captured."""
+    return subprocess.run(
+        dbt_command(list(args), LOAD_DATE),
+        cwd=DBT_PROJECT_DIR,
+        env=dbt_env(warehouse),
+        capture_output=True,
+        text=True,
+    )
 
 
 def query(warehouse: Path, sql: str, params: list | None = None) -> list[tuple]:

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import duckdb
 import pytest
 
-from orchestration.config import DBT_PROJECT_DIR
-from orchestration.pipeline import INGESTION, dbt_command, dbt_env
-from tests.conftest import LOAD_DATE, build, make_landing, query
+from orchestration.pipeline import INGESTION
+from tests.conftest import build, dbt, make_landing, query
 
 FACT_TABLES = ("trades", "fees", "balances", "cash_flows")
 STAGING = ("accounts", *FACT_TABLES)
@@ -167,13 +165,7 @@ def test_the_transaction_marts_are_tested_on_the_rows_of_this_load(all_parts, tm
                 [file],
             )
     test = "not_null_fct_fees_fee_id"
-    check = subprocess.run(
-        dbt_command(["test", "--select", test], LOAD_DATE),
-        cwd=DBT_PROJECT_DIR,
-        env=dbt_env(warehouse),
-        capture_output=True,
-        text=True,
-    )
+    check = dbt(warehouse, "test", "--select", test)
     assert check.returncode != 0
     assert f"Failure in test {test}" in check.stdout
     assert "Got 1 result" in check.stdout  # the row of this load, not the earlier one

@@ -6,16 +6,15 @@ import csv
 import datetime as dt
 import json
 import shutil
-import subprocess
 
 import duckdb
 import pytest
 
-from orchestration.config import DBT_PROJECT_DIR, Settings
+from orchestration.config import Settings
 from orchestration.landing import CONTRACT
-from orchestration.pipeline import dbt_command, dbt_env, run
+from orchestration.pipeline import run
 from seeds.dirty import KEYS
-from tests.conftest import LOAD_DATE, build, make_landing, query
+from tests.conftest import LOAD_DATE, build, dbt, make_landing, query
 
 KEY_SQL = {
     table: " || '|' || ".join(f"json_extract_string(record, '{k}')" for k in keys)
@@ -158,22 +157,9 @@ def test_the_reconciliation_check_fails_when_a_row_is_lost(clean_landing, tmp_pa
     warehouse = build(clean_landing, tmp_path / "warehouse.duckdb")
     with duckdb.connect(str(warehouse)) as con:
         con.execute("delete from staging.base_broker__fees where _source_row = 1")
-    env = dbt_env(warehouse)
-    rebuild = subprocess.run(
-        dbt_command(["run", "--select", "load_reconciliation"], LOAD_DATE),
-        cwd=DBT_PROJECT_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    rebuild = dbt(warehouse, "run", "--select", "load_reconciliation")
     assert rebuild.returncode == 0, rebuild.stdout
-    check = subprocess.run(
-        dbt_command(["test", "--select", "assert_load_reconciles"], LOAD_DATE),
-        cwd=DBT_PROJECT_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    check = dbt(warehouse, "test", "--select", "assert_load_reconciles")
     assert check.returncode != 0
     assert "assert_load_reconciles" in check.stdout
 
@@ -200,13 +186,7 @@ def test_the_unique_tests_fail_on_a_repeated_key(clean_warehouse, tmp_path, tabl
                   order by _source_file limit 1) as first_row
             where judged._source_file = first_row._source_file and judged._source_row = 2
               and judged.rejection_reason is null""")
-    check = subprocess.run(
-        dbt_command(["test", "--select", test], LOAD_DATE),
-        cwd=DBT_PROJECT_DIR,
-        env=dbt_env(warehouse),
-        capture_output=True,
-        text=True,
-    )
+    check = dbt(warehouse, "test", "--select", test)
     assert check.returncode != 0
     assert f"Failure in test {test}" in check.stdout
     assert "Got 1 result" in check.stdout

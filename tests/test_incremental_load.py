@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -89,33 +90,54 @@ def full_load(all_parts, tmp_path_factory) -> Path:
     return load(all_parts, tmp_path_factory.mktemp("full") / "warehouse.duckdb")
 
 
-def test_a_new_file_is_landed_alone_and_the_result_equals_a_full_load(
-    all_parts, full_load, tmp_path
-):
-    landing = copy_landing(all_parts, tmp_path / "landing", hold_back="part-00002.csv")
-    warehouse = load(landing, tmp_path / "warehouse.duckdb")
-    first = query(warehouse, "select sum(accepted_rows) from audit.load_reconciliation")
+def copy_warehouse(warehouse: Path, folder: Path) -> Path:
+    """A copy of a loaded warehouse, for a test that loads on top of it or changes it."""
+    folder.mkdir(exist_ok=True)
+    return Path(shutil.copy2(warehouse, folder / warehouse.name))
 
+
+@dataclass(frozen=True)
+class TwoLoads:
+    """A full build without the fact tables' last part, then one more with it added back."""
+
+    warehouse: Path
+    first_accepted: int
+    first_unsettled: set[str]
+
+
+@pytest.fixture(scope="module")
+def two_loads(all_parts, tmp_path_factory) -> TwoLoads:
+    folder = tmp_path_factory.mktemp("two_loads")
+    landing = copy_landing(all_parts, folder / "landing", hold_back="part-00002.csv")
+    warehouse = build(landing, folder / "warehouse.duckdb")
+    accepted = query(warehouse, "select sum(accepted_rows) from audit.load_reconciliation")[0][0]
     unsettled = unsettled_files(warehouse)
     add_back(all_parts, landing, "part-00002.csv")
-    load(landing, warehouse)
+    build(landing, warehouse)
+    return TwoLoads(warehouse, accepted, unsettled)
+
+
+def test_a_new_file_is_landed_alone_and_the_result_equals_a_full_load(two_loads, full_load):
+    warehouse = two_loads.warehouse
 
     # the second load read the new parts, the accounts and the files with rows to
     # judge again (dated after the first load's day, orphans, duplicates), no other
     new_parts = {f"{table}/part-00002.csv" for table in FACT_TABLES}
     accounts = {f"accounts/part-0000{i}.csv" for i in range(3)}
-    assert landed_by_latest_load(warehouse) == new_parts | accounts | unsettled
-    assert query(warehouse, "select sum(accepted_rows) from audit.load_reconciliation") > first
+    assert landed_by_latest_load(warehouse) == new_parts | accounts | two_loads.first_unsettled
+    accepted = query(warehouse, "select sum(accepted_rows) from audit.load_reconciliation")[0][0]
+    assert accepted > two_loads.first_accepted
     assert contents(warehouse) == contents(full_load)
 
 
-def test_an_unchanged_folder_lands_only_what_may_change_and_changes_nothing(all_parts, tmp_path):
-    landing = copy_landing(all_parts, tmp_path / "landing")
-    warehouse = load(landing, tmp_path / "warehouse.duckdb")
+def test_an_unchanged_folder_lands_only_what_may_change_and_changes_nothing(
+    all_parts, full_load, tmp_path
+):
+    warehouse = copy_warehouse(full_load, tmp_path)
     before = contents(warehouse)
     unsettled = unsettled_files(warehouse)
 
-    load(landing, warehouse)
+    load(all_parts, warehouse)
 
     accounts = {f"accounts/part-0000{i}.csv" for i in range(3)}
     assert landed_by_latest_load(warehouse) == accounts | unsettled
@@ -123,9 +145,11 @@ def test_an_unchanged_folder_lands_only_what_may_change_and_changes_nothing(all_
     assert contents(warehouse) == before
 
 
-def test_a_changed_file_replaces_its_rows_and_a_vanished_file_takes_its_rows(all_parts, tmp_path):
+def test_a_changed_file_replaces_its_rows_and_a_vanished_file_takes_its_rows(
+    all_parts, full_load, tmp_path
+):
     landing = copy_landing(all_parts, tmp_path / "landing")
-    warehouse = load(landing, tmp_path / "warehouse.duckdb")
+    warehouse = copy_warehouse(full_load, tmp_path / "warehouse")
 
     # drop the last trade of part 1 (a new size and time), delete fees part 2
     trades = landing / "trades" / "part-00001.csv"
@@ -143,12 +167,9 @@ def test_a_changed_file_replaces_its_rows_and_a_vanished_file_takes_its_rows(all
     ) == [(0,)]
 
 
-def test_the_transaction_marts_are_tested_on_the_rows_of_this_load(all_parts, tmp_path):
+def test_the_transaction_marts_are_tested_on_the_rows_of_this_load(two_loads, tmp_path):
     """fct_fees' data tests read this load's files, as the staging tests do, and no earlier ones."""
-    landing = copy_landing(all_parts, tmp_path / "landing", hold_back="part-00002.csv")
-    warehouse = build(landing, tmp_path / "warehouse.duckdb")
-    add_back(all_parts, landing, "part-00002.csv")
-    build(landing, warehouse)
+    warehouse = copy_warehouse(two_loads.warehouse, tmp_path)
     this_load = landed_by_latest_load(warehouse)
     earlier = sorted(
         f"fees/part-0000{i}.csv" for i in range(3) if f"fees/part-0000{i}.csv" not in this_load

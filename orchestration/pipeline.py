@@ -17,6 +17,7 @@ import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -92,8 +93,23 @@ def warehouse_vars(warehouse: Path) -> dict[str, str]:
     return {"TIERS_WAREHOUSE": str(warehouse), "TIERS_DUCKDB_MEMORY_LIMIT": duckdb_memory_limit()}
 
 
-def dbt_env(warehouse: Path) -> dict[str, str]:
-    return {**os.environ, **warehouse_vars(warehouse), "DO_NOT_TRACK": "1"}
+def run_dbt(
+    args: list[str], load_date: dt.date, warehouse: Path, **kwargs: Any
+) -> subprocess.CompletedProcess:
+    """Run one dbt command on ``warehouse``; ``kwargs`` go to :func:`subprocess.run`.
+
+    dbt runs in the file's folder and the profile names the file alone: dbt parses
+    the whole project again when the profile changes (3.5 s a call here), and with
+    the absolute path it changed with every run, whose build file has a folder of
+    its own. By name, every build file of a warehouse has the same profile, and dbt
+    reuses the last call's parse.
+    """
+    return subprocess.run(
+        dbt_command(args, load_date),
+        cwd=warehouse.parent,
+        env={**os.environ, **warehouse_vars(Path(warehouse.name)), "DO_NOT_TRACK": "1"},
+        **kwargs,
+    )
 
 
 def run(
@@ -116,8 +132,8 @@ def run(
         land(con, files, load_id)
     # the models on the tier tables need a grading: the Dagster job builds them
     build_args = ["build", "--exclude", TIER_REPORTING, *(["--select", select] if select else [])]
-    command = dbt_command([*build_args, *(["--full-refresh"] if full_refresh else [])], load_date)
-    if subprocess.run(command, cwd=DBT_PROJECT_DIR, env=dbt_env(build)).returncode != 0:
+    build_args += ["--full-refresh"] if full_refresh else []
+    if run_dbt(build_args, load_date, build).returncode != 0:
         raise PipelineError(
             f"dbt build failed (see its output above); the published warehouse "
             f"{settings.warehouse} is unchanged, the failed build is kept at {build}"

@@ -10,8 +10,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from orchestration.config import DBT_PROJECT_DIR, Settings
-from orchestration.pipeline import dbt_command, dbt_env, run
+from orchestration.config import Settings
+from orchestration.pipeline import run, run_dbt
 from seeds.generate import generate
 
 END = dt.date(2026, 10, 31)
@@ -38,13 +38,7 @@ def build(raw_dir: Path, warehouse: Path, select: str | None = None) -> Path:
 
 def dbt(warehouse: Path, *args: str) -> subprocess.CompletedProcess:
     """Run one dbt command (e.g. ``"test", "--select", name``) on ``warehouse``, output captured."""
-    return subprocess.run(
-        dbt_command(list(args), LOAD_DATE),
-        cwd=DBT_PROJECT_DIR,
-        env=dbt_env(warehouse),
-        capture_output=True,
-        text=True,
-    )
+    return run_dbt(list(args), LOAD_DATE, warehouse, capture_output=True, text=True)
 
 
 def query(warehouse: Path, sql: str, params: list | None = None) -> list[tuple]:

@@ -9,14 +9,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
-import subprocess
 
 import duckdb
 import pytest
 
 from benchmarks.reference import compare_indicators, indicators_duckdb
 from orchestration.config import Settings
-from orchestration.pipeline import dbt_command, dbt_env, run
+from orchestration.pipeline import run, run_dbt
 from tests.conftest import END, LOAD_DATE, make_landing, query
 
 
@@ -193,8 +192,8 @@ def test_docs_describe_every_mart_column(clean_warehouse, tmp_path):
     warehouse = tmp_path / clean_warehouse.name  # dbt opens it read-write
     shutil.copyfile(clean_warehouse, warehouse)
     target = tmp_path / "target"
-    command = dbt_command(["docs", "generate", "--target-path", str(target)], LOAD_DATE)
-    done = subprocess.run(command, env=dbt_env(warehouse), capture_output=True, text=True)
+    args = ["docs", "generate", "--target-path", str(target)]
+    done = run_dbt(args, LOAD_DATE, warehouse, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-2000:]
     manifest = json.loads((target / "manifest.json").read_text())["nodes"]
     catalog = json.loads((target / "catalog.json").read_text())["nodes"]

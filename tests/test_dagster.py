@@ -132,15 +132,6 @@ def test_tier_tables_hold_no_personal_data(graded):
     assert not columns & {"birth_year", "gender", "branch_id", "manager_id"}
 
 
-def test_a_second_run_of_the_same_month_changes_nothing(graded, clean_landing):
-    warehouse, _ = graded
-    tables = ["customer_tiers", "customer_tier_history", "tier_profiles", "tier_migrations"]
-    before = {t: query(warehouse, f"select * from tiers.{t} order by all") for t in tables}
-    assert run_job(clean_landing, warehouse).success
-    after = {t: query(warehouse, f"select * from tiers.{t} order by all") for t in tables}
-    assert after == before
-
-
 READER = textwrap.dedent(
     """
     import sys, time, duckdb
@@ -164,10 +155,20 @@ READER = textwrap.dedent(
 )
 
 
-def test_a_reader_is_never_refused_during_a_run(graded, clean_landing, tmp_path):
-    """A BI client keeps querying the published tiers while the job runs again."""
+def tier_tables(warehouse) -> dict[str, list[tuple]]:
+    tables = ["customer_tiers", "customer_tier_history", "tier_profiles", "tier_migrations"]
+    return {t: query(warehouse, f"select * from tiers.{t} order by all") for t in tables}
+
+
+@pytest.fixture(scope="module")
+def second_run(graded, clean_landing, tmp_path_factory):
+    """The job run again on the same data while a BI client keeps querying the tiers.
+
+    Returns the run's result, the tier tables before and after, and the reader's output.
+    """
     warehouse, _ = graded
-    stop = tmp_path / "stop"
+    before = tier_tables(warehouse)
+    stop = tmp_path_factory.mktemp("reader") / "stop"
     reader = subprocess.Popen(
         [sys.executable, "-c", READER, str(warehouse), str(stop)],
         stdout=subprocess.PIPE,
@@ -175,10 +176,23 @@ def test_a_reader_is_never_refused_during_a_run(graded, clean_landing, tmp_path)
     )
     try:
         time.sleep(1)
-        assert run_job(clean_landing, warehouse).success  # not blocked by the reader
+        result = run_job(clean_landing, warehouse)
     finally:
         stop.touch()
         out, _ = reader.communicate(timeout=60)
+    return result, before, tier_tables(warehouse), out
+
+
+def test_a_second_run_of_the_same_month_changes_nothing(second_run):
+    result, before, after, _ = second_run
+    assert result.success
+    assert after == before
+
+
+def test_a_reader_is_never_refused_during_a_run(second_run):
+    """A BI client keeps querying the published tiers while the job runs again."""
+    result, _, _, out = second_run
+    assert result.success  # not blocked by the reader
     assert out.strip().endswith("errors=0"), out
     assert int(out.split("seen=")[1].split()[0]) > 0
 

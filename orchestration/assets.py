@@ -38,6 +38,7 @@ from orchestration import publish
 from orchestration.config import DBT_PROJECT_DIR, Settings, parse_as_of
 from orchestration.landing import CONTRACT, discover, land
 from orchestration.pipeline import INGESTION, TIER_REPORTING, new_load_id, warehouse_vars
+from orchestration.tier_tables import load_service_plans
 from orchestration.tiering import GradingSettings, contract_violations, grade
 
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
@@ -187,6 +188,8 @@ def dbt_args(
 )
 def raw_files(context: AssetExecutionContext, tiers: TiersResource):
     settings = tiers.settings()
+    # tiering reads the service plans after the whole build: a broken file stops the run now
+    load_service_plans(settings.service_plans)
     files = discover(settings.raw_dir)  # whole-file problems stop the run here
     build = publish.start_build(settings.warehouse, context.run.run_id, is_full_refresh(context))
     with duckdb.connect(str(build)) as con:

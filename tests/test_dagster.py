@@ -197,14 +197,20 @@ def test_a_reader_is_never_refused_during_a_run(second_run):
     assert int(out.split("seen=")[1].split()[0]) > 0
 
 
-def test_a_failed_run_leaves_the_published_tiers(graded, clean_landing, tmp_path):
+def test_a_broken_service_plans_file_stops_the_run_before_it_lands_anything(
+    graded, clean_landing, tmp_path
+):
     warehouse, _ = graded
     before = digest(warehouse)
     plans = tmp_path / "plans.yml"
     plans.write_text("version: broken\ntiers: {vip: {}}\n")
     result = run_job(clean_landing, warehouse, service_plans=str(plans))
     assert not result.success
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    assert failure.step_key == "raw_files"
+    assert str(plans) in failure.step_failure_data.error.cause.message
     assert digest(warehouse) == before
+    assert not list((warehouse.parent / ".build").glob("*"))  # no build was started
 
 
 def test_overrides_are_applied_and_audited(graded, clean_landing, tmp_path):

@@ -118,7 +118,10 @@ def run(
     full_refresh: bool = False,
     select: str | None = None,
 ) -> RunResult:
-    """Run the whole job for ``settings``; raise on the first failure, publishing nothing.
+    """Land, dbt build and publish ``settings``; raise on the first failure, publishing nothing.
+
+    No grading: the tests build warehouses with this; the Dagster job (which
+    ``python -m orchestration run`` runs) also grades.
 
     ``full_refresh`` builds from an empty file and rebuilds every month-end
     (needed after changing the ``window_months`` or ``cash_spread_rate`` vars);

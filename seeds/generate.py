@@ -68,15 +68,15 @@ class CustomerType:
 
 # fmt: off
 CUSTOMER_TYPES = (
-    CustomerType("vip", "vip", 0.04, 3.0e6, 0.8, (3, 15), 0.60, 5, 0.04, 0.00012, 0.35,
+    CustomerType("vip", "vip", 0.04, 4.0e6, 0.5, (3, 15), 0.60, 8, 0.04, 0.00012, 0.35,
                  (0.60, 0.20, 0.10, 0.08, 0.02)),
-    CustomerType("potential", "potential", 0.08, 8.0e5, 0.7, (0.1, 0.9), 0.15, 0.6, 0.05,
+    CustomerType("potential", "potential", 0.08, 8.0e5, 0.5, (0.1, 0.9), 0.10, 0.5, 0.05,
                  0.00020, 0.50, (0.50, 0.40, 0.10, 0.00, 0.00)),
-    CustomerType("active_trader", "ordinary_a", 0.10, 6.0e4, 0.6, (1, 10), 0.35, 8, 0.30,
+    CustomerType("active_trader", "ordinary_a", 0.10, 6.0e4, 0.5, (1, 10), 0.35, 12, 0.30,
                  0.00015, 0.25, (0.85, 0.05, 0.00, 0.10, 0.00)),
-    CustomerType("ordinary", "ordinary_b", 0.33, 2.0e5, 0.8, (1, 15), 0.10, 0.8, 0.10,
+    CustomerType("ordinary", "ordinary_b", 0.33, 2.5e5, 0.5, (1, 15), 0.05, 1.2, 0.10,
                  0.00025, 0.20, (0.80, 0.15, 0.05, 0.00, 0.00)),
-    CustomerType("low_activity", "free", 0.30, 2.0e4, 0.9, (1, 15), 0.02, 0.15, 0.20,
+    CustomerType("low_activity", "free", 0.30, 2.0e4, 0.6, (1, 15), 0.02, 0.4, 0.20,
                  0.00030, 0.08, (0.70, 0.30, 0.00, 0.00, 0.00)),
     CustomerType("dormant", "sleeping", 0.15, 3.0e4, 1.1, (4, 15), 0.05, 0.0, 0.10,
                  0.00030, 0.02, (0.90, 0.10, 0.00, 0.00, 0.00)),
@@ -115,17 +115,55 @@ class Chunk:
     truth: pd.DataFrame
 
 
+def type_shares(mix: dict[str, float] | None = None) -> np.ndarray:
+    """The probability of each of ``CUSTOMER_TYPES``: their ``share``, or ``mix`` by type name.
+
+    ``mix`` gives a weight per type name (a type left out gets 0); weights are
+    normalised to sum to 1. This is how books of other mixes are planted.
+    """
+    if mix is None:
+        return np.array([t.share for t in CUSTOMER_TYPES])
+    names = [t.name for t in CUSTOMER_TYPES]
+    unknown = sorted(set(mix) - set(names))
+    if unknown:
+        raise ValueError(f"unknown customer types {unknown} in the mix (known: {names})")
+    weights = np.array([float(mix.get(name, 0.0)) for name in names])
+    if (weights < 0).any() or not weights.sum() > 0:
+        raise ValueError("mix weights must be >= 0 and not all 0")
+    return weights / weights.sum()
+
+
+def parse_mix(text: str) -> dict[str, float]:
+    """``vip=0.03,potential=0.1,...`` -> {name: weight} (for ``--mix``)."""
+    mix = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, weight = item.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            mix[name.strip()] = float(weight)
+        except ValueError:
+            raise ValueError(f"--mix item {item!r} is not name=weight") from None
+    return mix
+
+
 def simulate_chunk(
-    seed: int, chunk: int, first: int, n: int, ends: np.ndarray, end: np.datetime64
+    seed: int,
+    chunk: int,
+    first: int,
+    n: int,
+    ends: np.ndarray,
+    end: np.datetime64,
+    mix: dict[str, float] | None = None,
 ) -> Chunk:
-    """Simulate customers ``first .. first + n - 1``; deterministic in (seed, chunk)."""
+    """Simulate customers ``first .. first + n - 1``; deterministic in (seed, chunk, mix)."""
     rng = np.random.default_rng([seed, chunk])
     n_months = len(ends)
     starts = ends.astype("datetime64[M]").astype("datetime64[D]")
     days_in_month = (ends - starts).astype(int) + 1
     market = rng.normal(0.004, 0.045, n_months)  # common monthly market return
 
-    kind = rng.choice(len(CUSTOMER_TYPES), size=n, p=[t.share for t in CUSTOMER_TYPES])
+    kind = rng.choice(len(CUSTOMER_TYPES), size=n, p=type_shares(mix))
     param = {
         f: np.array([getattr(t, f) for t in CUSTOMER_TYPES])[kind]
         for f in (
@@ -232,7 +270,9 @@ def simulate_chunk(
     )
 
     # --- trades: Poisson counts per customer-month, then one row per trade
-    activity = np.exp(rng.normal(0, 0.5, n))
+    # customers of a type differ in how much they trade, but a type's floor holds: a
+    # low-activity customer still trades a few times a year, unlike a dormant one
+    activity = np.exp(np.clip(rng.normal(0, 0.35, n), -0.5, None))
     rate = param["trades_per_month"] * activity
     dormant_stop = np.where(rng.random(n) < 0.5, 0, rng.integers(1, max(n_months - 13, 2), n))
     months_idx = np.arange(n_months)[None, :]
@@ -508,11 +548,14 @@ def generate(
     parts: int = 1,
     dirty: bool = False,
     monthly_files: bool = False,
+    mix: dict[str, float] | None = None,
 ) -> dict[str, int]:
     """Write a landing folder to ``out``; return the row count written per table.
 
-    ``monthly_files`` splits the dated tables into one file per calendar month.
+    ``monthly_files`` splits the dated tables into one file per calendar month;
+    ``mix`` replaces the types' default shares (see :func:`type_shares`).
     """
+    type_shares(mix)  # a bad mix fails before anything is written
     if customers < 1 or months < 2 or parts < 1:
         raise ValueError("need customers >= 1, months >= 2 and parts >= 1")
     if monthly_files and parts > 1:
@@ -540,7 +583,7 @@ def generate(
         for chunk in range(n_chunks):
             first = chunk * CHUNK_CUSTOMERS
             size = min(CHUNK_CUSTOMERS, customers - first)
-            data = simulate_chunk(seed, chunk, first, size, ends, end)
+            data = simulate_chunk(seed, chunk, first, size, ends, end, mix)
             _stage(con, data, counters, customers, parts, first == 0)
             del data
         written = {}
@@ -674,9 +717,17 @@ def main(argv: list[str] | None = None) -> int:
         help="plant bad rows breaking every contract rule and write "
         "_dirty_manifest.csv listing them",
     )
+    parser.add_argument(
+        "--mix",
+        default=None,
+        help="shares of the customer types as name=weight pairs, e.g. "
+        "vip=0.03,potential=0.1,active_trader=0.12,ordinary=0.2,low_activity=0.3,dormant=0.25 "
+        "(types: " + ", ".join(t.name for t in CUSTOMER_TYPES) + "; default: their shares)",
+    )
     args = parser.parse_args(argv)
     started = time.perf_counter()
     try:
+        mix = parse_mix(args.mix) if args.mix else None
         written = generate(
             args.out,
             args.customers,
@@ -687,6 +738,7 @@ def main(argv: list[str] | None = None) -> int:
             args.parts,
             args.dirty,
             args.monthly_files,
+            mix,
         )
     except ValueError as error:
         parser.error(str(error))

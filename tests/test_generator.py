@@ -301,3 +301,16 @@ def test_cli_help_and_bad_arguments(capsys):
     with pytest.raises(SystemExit) as done:
         main(["--customers", "0", "--out", "/nonexistent/never"])
     assert done.value.code == 2
+
+
+def test_mix_plants_the_types_in_the_shares_asked(tmp_path):
+    out = tmp_path / "mix"
+    generate(out, 1_000, 14, END, 5, mix={"vip": 1, "dormant": 3})
+    truth = duckdb.sql(f"select * from read_csv('{out / '_truth.csv'}')").df()
+    assert set(truth["latent_type"]) == {"vip", "dormant"}
+    assert 0.70 <= (truth["latent_type"] == "dormant").mean() <= 0.80
+    with pytest.raises(ValueError, match="unknown customer types"):
+        generate(tmp_path / "bad", 100, 14, END, 5, mix={"whale": 1})
+    with pytest.raises(SystemExit) as done:
+        main(["--mix", "vip", "--out", str(tmp_path / "cli")])
+    assert done.value.code == 2

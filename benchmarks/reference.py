@@ -77,6 +77,9 @@ INDICATOR_COLUMNS = (
     "commission_contribution",
     "margin_interest",
     "interest_contribution",
+    "realised_revenue",
+    "present_months",
+    "imputed_cash_spread",
     "trading_volume",
     "net_inflow",
     "trade_count",
@@ -94,6 +97,7 @@ INDICATOR_COLUMNS = (
 COUNT_COLUMNS = (
     "trade_count",
     "active_days",
+    "present_months",
     "recency_days",
     "tenure_months",
     "product_breadth",
@@ -327,6 +331,7 @@ windowed as (
         sum(commission) over w as commission,
         sum(margin_interest) over w as margin_interest,
         sum(snapshot_dates) over w as snapshot_dates,
+        sum((snapshot_dates > 0)::integer) over w as present_months,
         sum(net_assets_sum) over w as net_assets_sum,
         sum(cash_sum) over w as cash_sum,
         sum(margin_debt_sum) over w as margin_debt_sum,
@@ -362,6 +367,7 @@ dated as (
         coalesce(w.commission, 0) as commission_contribution,
         coalesce(w.margin_interest, 0) as margin_interest,
         coalesce(w.snapshot_dates, 0) as snapshot_dates,
+        coalesce(w.present_months, 0) as present_months,
         coalesce(w.net_assets_sum / w.snapshot_dates, 0) as avg_assets,
         coalesce(w.cash_sum / w.snapshot_dates, 0) as avg_cash,
         w.margin_debt_sum,
@@ -382,8 +388,11 @@ select
     avg_cash,
     commission_contribution,
     margin_interest,
-    margin_interest + avg_cash * $cash_spread_rate * {window_months} / 12
-        as interest_contribution,
+    margin_interest as interest_contribution,
+    commission_contribution + margin_interest as realised_revenue,
+    present_months::bigint as present_months,
+    -- notional, not revenue: pro-rated by the months with a snapshot
+    avg_cash * $cash_spread_rate * present_months / 12 as imputed_cash_spread,
     trading_volume,
     net_inflow,
     trade_count::bigint as trade_count,
@@ -574,6 +583,7 @@ def indicators_pandas(
     )
     snapshots["gross_assets"] = snapshots["cash"] + snapshots["market_value"]
     snapshots["net_assets"] = snapshots["gross_assets"] - snapshots["margin_debt"]
+    snapshots["month"] = snapshots["as_of_date"].dt.to_period("M")
 
     by_owner = accounts.assign(
         close_date=accounts["close_date"].fillna(pd.Timestamp.max)  # still open
@@ -623,6 +633,7 @@ def indicators_pandas(
             window_snapshots.agg(
                 avg_assets=("net_assets", "mean"),
                 avg_cash=("cash", "mean"),
+                present_months=("month", "nunique"),
                 margin_debt_sum=("margin_debt", "sum"),
                 gross_assets_sum=("gross_assets", "sum"),
                 end_net_assets=("net_assets", "last"),  # snapshots are sorted by date
@@ -644,6 +655,7 @@ def indicators_pandas(
             "margin_interest",
             "avg_assets",
             "avg_cash",
+            "present_months",
             "cash_in",
             "cash_out",
             "start_net_assets",
@@ -653,9 +665,10 @@ def indicators_pandas(
         out["window_start_date"] = start
         out["is_full_window"] = start_month >= data_months[0]
         out["net_inflow"] = out["cash_in"] - out["cash_out"]
-        out["interest_contribution"] = (
-            out["margin_interest"] + out["avg_cash"] * cash_spread_rate * window_months / 12
-        )
+        out["interest_contribution"] = out["margin_interest"]
+        out["realised_revenue"] = out["commission_contribution"] + out["margin_interest"]
+        # notional, not revenue: pro-rated by the months with a snapshot
+        out["imputed_cash_spread"] = out["avg_cash"] * cash_spread_rate * out["present_months"] / 12
         out["turnover_rate"] = (out["trading_volume"] / out["avg_assets"]).where(
             out["avg_assets"] > 0
         )

@@ -55,7 +55,8 @@ def test_window_sums_reconcile_with_the_facts(clean_warehouse):
     indicators = query(
         clean_warehouse,
         "select sum(trade_count), sum(trading_volume), sum(commission_contribution), "
-        "sum(margin_interest), sum(net_inflow) from marts.customer_indicators "
+        "sum(margin_interest), sum(net_inflow), sum(interest_contribution), "
+        "sum(realised_revenue) from marts.customer_indicators "
         "where as_of_date = ?",
         [as_of],
     )[0]
@@ -68,7 +69,13 @@ def test_window_sums_reconcile_with_the_facts(clean_warehouse):
         "(select sum(amount)::double from marts.fct_fees "
         " where fee_type = 'margin_interest' and fee_date between $1 and $2), "
         "(select sum(signed_amount)::double from staging.stg_broker__cash_flows "
-        " where flow_date between $1 and $2)",
+        " where flow_date between $1 and $2), "
+        # interest_contribution is the margin interest charged, and realised revenue the
+        # revenue fees: no imputed cash spread in either
+        "(select sum(amount)::double from marts.fct_fees "
+        " where fee_type = 'margin_interest' and fee_date between $1 and $2), "
+        "(select sum(revenue_amount)::double from marts.fct_fees "
+        " where fee_date between $1 and $2)",
         window,
     )[0]
     assert indicators[0] == facts[0] > 0

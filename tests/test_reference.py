@@ -118,62 +118,71 @@ CF6,A8,2023-12-15,out,2500
 
 N = None  # null
 D = dt.date
-# Worked by hand for W = 3 months and the default spread 1.5 % (x 3/12 = 0.00375).
+S = 0.015 / 12  # the default spread of 1.5 % a year, per month present
+# Worked by hand for W = 3 months and the default spread. interest_contribution is the
+# margin interest charged; realised_revenue adds the commission; imputed_cash_spread =
+# avg_cash x S x present_months (months with a snapshot), which is never revenue.
 # C1's snapshot dates (net, cash, gross, debt): 12-31 (13000, 1500, 15000, 2000),
 # 01-20 (0, 0, 0, 0), 01-31 (11000, 1200, 11000, 0), 02-15 (11000, 1300, 11000, 0),
 # 02-29 (12000, 1400, 12000, 0), 03-31 (13000, 1500, 13000, 0); 04-05 is after every as-of.
 # Columns in INDICATOR_COLUMNS order:
 # customer, as_of, window_start, full, avg_assets, avg_cash, commission, margin_interest,
-# interest_contribution, volume, net_inflow, trades, active_days, turnover, recency,
-# tenure, active_month_share, breadth, margin_usage, start_net, end_net, return_rate
+# interest_contribution, realised_revenue, present_months, imputed_cash_spread, volume,
+# net_inflow, trades, active_days, turnover, recency, tenure, active_month_share, breadth,
+# margin_usage, start_net, end_net, return_rate
 # fmt: off
 EXPECTED_W3 = [
-    ("0007", D(2023, 12, 31), D(2023, 10, 1), False, 0, 0, 5, 0, 0, 2500, -2500, 1, 1, N,
-     30, 71, 1 / 3, 1, N, 0, 0, N),  # Dietz base 0 - 2500 / 2 < 0
-    ("0007", D(2024, 1, 31), D(2023, 11, 1), False, 0, 0, 5, 0, 0, 2500, -2500, 1, 1, N,
-     61, 72, 1 / 3, 1, N, 0, 0, N),
-    ("0007", D(2024, 2, 29), D(2023, 12, 1), True, 0, 0, 5, 0, 0, 2500, -2500, 1, 1, N,
-     90, 73, 1 / 3, 1, N, 0, 0, N),
-    # two trades on one day in two accounts; start 0 and no inflow: Dietz base 0
-    ("C1", D(2023, 12, 31), D(2023, 10, 1), False, 13000, 1500, 10, 10, 10 + 1500 * 0.00375,
+    # present in December only (one zero snapshot): no spread
+    ("0007", D(2023, 12, 31), D(2023, 10, 1), False, 0, 0, 5, 0, 0, 5, 1, 0, 2500, -2500, 1,
+     1, N, 30, 71, 1 / 3, 1, N, 0, 0, N),  # Dietz base 0 - 2500 / 2 < 0
+    ("0007", D(2024, 1, 31), D(2023, 11, 1), False, 0, 0, 5, 0, 0, 5, 1, 0, 2500, -2500, 1,
+     1, N, 61, 72, 1 / 3, 1, N, 0, 0, N),
+    ("0007", D(2024, 2, 29), D(2023, 12, 1), True, 0, 0, 5, 0, 0, 5, 1, 0, 2500, -2500, 1,
+     1, N, 90, 73, 1 / 3, 1, N, 0, 0, N),
+    # two trades on one day in two accounts; start 0 and no inflow: Dietz base 0;
+    # present 1 month of 3 (December): the spread covers that month only
+    ("C1", D(2023, 12, 31), D(2023, 10, 1), False, 13000, 1500, 10, 10, 10, 20, 1, 1500 * S,
      1500, 0, 2, 1, 1500 / 13000, 26, 43, 1 / 3, 2, 2000 / 15000, 0, 13000, N),
-    ("C1", D(2024, 1, 31), D(2023, 11, 1), False, 24000 / 3, 2700 / 3, 20, 22.5,
-     22.5 + 900 * 0.00375, 3800, 1000, 4, 3, 3800 / 8000, 13, 44, 2 / 3, 3, 2000 / 26000,
+    ("C1", D(2024, 1, 31), D(2023, 11, 1), False, 24000 / 3, 2700 / 3, 20, 22.5, 22.5, 42.5,
+     2, 900 * S * 2, 3800, 1000, 4, 3, 3800 / 8000, 13, 44, 2 / 3, 3, 2000 / 26000,
      0, 11000, (11000 - 1000) / 500),
     # the rebate of 3 on 02-10
-    ("C1", D(2024, 2, 29), D(2023, 12, 1), True, 47000 / 5, 5400 / 5, 17, 22.5,
-     22.5 + 1080 * 0.00375, 3800, 1000, 4, 3, 3800 / 9400, 42, 45, 2 / 3, 3, 2000 / 49000,
+    ("C1", D(2024, 2, 29), D(2023, 12, 1), True, 47000 / 5, 5400 / 5, 17, 22.5, 22.5, 39.5,
+     3, 1080 * S * 3, 3800, 1000, 4, 3, 3800 / 9400, 42, 45, 2 / 3, 3, 2000 / 49000,
      0, 12000, (12000 - 1000) / 500),
     # A2's trades and debt have left the window; start = the 12-31 snapshot
-    ("C1", D(2024, 3, 31), D(2024, 1, 1), True, 47000 / 5, 5400 / 5, 13, 12.5,
-     12.5 + 1080 * 0.00375, 6300, 500, 3, 3, 6300 / 9400, 11, 46, 2 / 3, 3, 0,
+    ("C1", D(2024, 3, 31), D(2024, 1, 1), True, 47000 / 5, 5400 / 5, 13, 12.5, 12.5, 25.5,
+     3, 1080 * S * 3, 6300, 500, 3, 3, 6300 / 9400, 11, 46, 2 / 3, 3, 0,
      13000, 13000, (13000 - 13000 - 500) / (13000 + 250)),
-    ("C2", D(2023, 12, 31), D(2023, 10, 1), False, 0, 0, 0, 0, 0, 0, 0, 0, 0, N,
+    ("C2", D(2023, 12, 31), D(2023, 10, 1), False, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, N,
      93, 21, 0, 0, N, 0, N, N),
-    ("C2", D(2024, 1, 31), D(2023, 11, 1), False, 0, 0, 0, 0, 0, 0, 0, 0, 0, N,
+    ("C2", D(2024, 1, 31), D(2023, 11, 1), False, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, N,
      93, 22, 0, 0, N, 0, N, N),
-    ("C2", D(2024, 2, 29), D(2023, 12, 1), True, 0, 0, 10, 0, 0, 2000, 3000, 2, 1, N,
+    ("C2", D(2024, 2, 29), D(2023, 12, 1), True, 0, 0, 10, 0, 0, 10, 0, 0, 2000, 3000, 2, 1, N,
      0, 23, 1 / 3, 1, N, 0, N, N),
-    ("C2", D(2024, 3, 31), D(2024, 1, 1), True, 0, 0, 10, 0, 0, 2000, 3000, 2, 1, N,
+    ("C2", D(2024, 3, 31), D(2024, 1, 1), True, 0, 0, 10, 0, 0, 10, 0, 0, 2000, 3000, 2, 1, N,
      31, 24, 1 / 3, 1, N, 0, N, N),
-    ("C3", D(2023, 12, 31), D(2023, 10, 1), False, 50000, 50000, 0, 0, 187.5, 0, 0, 0, 0, 0,
-     93, 59, 0, 0, 0, 0, 50000, N),
-    ("C3", D(2024, 1, 31), D(2023, 11, 1), False, 50000, 50000, 0, 0, 187.5, 0, 0, 0, 0, 0,
-     93, 60, 0, 0, 0, 0, 50000, N),
-    ("C3", D(2024, 2, 29), D(2023, 12, 1), True, 140000 / 3, 140000 / 3, 0, 0, 175, 0, -10000,
-     0, 0, 0, 92, 61, 0, 0, 0, 0, 40000, N),  # Dietz base 0 - 10000 / 2 < 0
-    ("C3", D(2024, 3, 31), D(2024, 1, 1), True, 130000 / 3, 130000 / 3, 0, 0, 162.5, 0, -10000,
-     0, 0, 0, 92, 62, 0, 0, 0, 50000, 40000, 0),
-    ("C4", D(2023, 12, 31), D(2023, 10, 1), False, 0, 0, 0, 0, 0, 0, 0, 0, 0, N,
+    # cash only, no revenue: the spread grows with the months present, 1, 2, then 3
+    ("C3", D(2023, 12, 31), D(2023, 10, 1), False, 50000, 50000, 0, 0, 0, 0, 1, 62.5, 0, 0,
+     0, 0, 0, 93, 59, 0, 0, 0, 0, 50000, N),
+    ("C3", D(2024, 1, 31), D(2023, 11, 1), False, 50000, 50000, 0, 0, 0, 0, 2, 125, 0, 0,
+     0, 0, 0, 93, 60, 0, 0, 0, 0, 50000, N),
+    ("C3", D(2024, 2, 29), D(2023, 12, 1), True, 140000 / 3, 140000 / 3, 0, 0, 0, 0, 3, 175, 0,
+     -10000, 0, 0, 0, 92, 61, 0, 0, 0, 0, 40000, N),  # Dietz base 0 - 10000 / 2 < 0
+    ("C3", D(2024, 3, 31), D(2024, 1, 1), True, 130000 / 3, 130000 / 3, 0, 0, 0, 0, 3, 162.5, 0,
+     -10000, 0, 0, 0, 92, 62, 0, 0, 0, 50000, 40000, 0),
+    # zero snapshots still count as present
+    ("C4", D(2023, 12, 31), D(2023, 10, 1), False, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, N,
      93, 6, 0, 0, N, 0, 0, N),
-    ("C4", D(2024, 1, 31), D(2023, 11, 1), False, 0, 0, 5, 0, 0, 100, 0, 1, 1, N,
+    ("C4", D(2024, 1, 31), D(2023, 11, 1), False, 0, 0, 5, 0, 0, 5, 2, 0, 100, 0, 1, 1, N,
      26, 7, 1 / 3, 1, N, 0, 0, N),
-    ("C4", D(2024, 2, 29), D(2023, 12, 1), True, 0, 0, 5, 0, 0, 100, 0, 1, 1, N,
+    ("C4", D(2024, 2, 29), D(2023, 12, 1), True, 0, 0, 5, 0, 0, 5, 3, 0, 100, 0, 1, 1, N,
      55, 8, 1 / 3, 1, N, 0, 0, N),
-    ("C4", D(2024, 3, 31), D(2024, 1, 1), True, 0, 0, 5, 0, 0, 100, 0, 1, 1, N,
+    ("C4", D(2024, 3, 31), D(2024, 1, 1), True, 0, 0, 5, 0, 0, 5, 3, 0, 100, 0, 1, 1, N,
      86, 9, 1 / 3, 1, N, 0, 0, N),
-    ("C5", D(2024, 3, 31), D(2024, 1, 1), True, 1000, 200, 5, 0, 0.75, 800, 1000, 1, 1, 0.8,
-     16, 0, 1 / 3, 1, 0, 0, 1000, 0),
+    # opened in March: one month's spread, 200 x 0.015 / 12 (a full window's: 0.75)
+    ("C5", D(2024, 3, 31), D(2024, 1, 1), True, 1000, 200, 5, 0, 0, 5, 1, 0.25, 800, 1000, 1,
+     1, 0.8, 16, 0, 1 / 3, 1, 0, 0, 1000, 0),
 ]
 # fmt: on
 
@@ -206,7 +215,7 @@ def test_result_types(tiny, name):
     assert result["customer_id"].map(type).eq(str).all()
     assert result["as_of_date"].dtype.kind == "M"
     assert result["is_full_window"].dtype == bool
-    for column in ("trade_count", "active_days", "recency_days", "tenure_months"):
+    for column in ("trade_count", "active_days", "present_months", "recency_days", "tenure_months"):
         assert result[column].dtype.kind == "i", column
     assert result["avg_assets"].dtype == "float64"
 
@@ -234,7 +243,11 @@ def test_twelve_month_window(tiny, name):
     assert c1["active_month_share"] == pytest.approx(3 / 12)
     assert c1["commission_contribution"] == pytest.approx(23)
     assert c1["avg_assets"] == pytest.approx(60000 / 6)
-    assert c1["interest_contribution"] == pytest.approx(22.5 + 6900 / 6 * 0.015)
+    assert c1["interest_contribution"] == c1["margin_interest"] == pytest.approx(22.5)
+    assert c1["realised_revenue"] == pytest.approx(23 + 22.5)
+    # snapshots in December to March: 4 months present of the 12, a third of a year
+    assert c1["present_months"] == 4
+    assert c1["imputed_cash_spread"] == pytest.approx(6900 / 6 * 0.015 * 4 / 12)
     assert c1["margin_usage"] == pytest.approx(2000 / 62000)
     assert c1["return_rate"] == pytest.approx((13000 - 500) / 250)
     late = result.loc[("0007", "2024-03-31")]
@@ -251,7 +264,8 @@ def test_given_month_ends_and_spread(tiny, name):
     assert (one["as_of_date"] == pd.Timestamp(2024, 2, 29)).all()
     assert compare_indicators(every[every["as_of_date"] == "2024-02-29"], one, atol=0) == []
     c3 = one.set_index("customer_id").loc["C3"]
-    assert c3["interest_contribution"] == pytest.approx(140000 / 3 * 0.03 * 3 / 12)
+    assert c3["imputed_cash_spread"] == pytest.approx(140000 / 3 * 0.03 * 3 / 12)
+    assert c3["interest_contribution"] == 0  # the spread is not revenue
     with pytest.raises(ValueError, match="month-ends"):
         REFERENCES[name](tiny, LOAD_DATE, as_of_dates=[D(2024, 2, 28)])
 
@@ -309,6 +323,9 @@ def test_references_agree_on_the_sample(sample_results):
         "avg_cash",
         "commission_contribution",
         "interest_contribution",
+        "realised_revenue",
+        "present_months",
+        "imputed_cash_spread",
         "trading_volume",
         "net_inflow",
         "trade_count",

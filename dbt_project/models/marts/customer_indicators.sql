@@ -24,6 +24,15 @@
             ~ ', the run asks for ' ~ window_months ~ ': rebuild with --full-refresh (python -m orchestration run --full-refresh)'
         ) }}
     {%- endfor %}
+    {#- month-ends built before realised_revenue have the imputed cash spread in
+        interest_contribution and no present_months: appending would mix the two #}
+    {%- set built_columns = adapter.get_columns_in_relation(this) | map(attribute='name') | map('lower') | list %}
+    {%- if 'realised_revenue' not in built_columns %}
+        {{ exceptions.raise_compiler_error(
+            this ~ ' holds month-ends whose interest_contribution includes the imputed cash spread'
+            ~ ': rebuild with --full-refresh (python -m orchestration run --full-refresh)'
+        ) }}
+    {%- endif %}
 {%- endif %}
 
 with
@@ -90,6 +99,9 @@ rolled as (
         sum(margin_interest) over trailing_window as margin_interest,
         sum(inflow - outflow) over trailing_window as net_inflow,
         sum(snapshot_days) over trailing_window as snapshot_days,
+        -- the months whose snapshots avg_cash averages: the customer was present
+        sum(case when snapshot_days > 0 then 1 else 0 end) over trailing_window
+            as present_months,
         sum(cash_sum) over trailing_window as cash_sum,
         sum(gross_assets_sum) over trailing_window as gross_assets_sum,
         sum(margin_debt_sum) over trailing_window as margin_debt_sum,
@@ -172,9 +184,14 @@ final as (
         avg_cash,
         commission_contribution,
         margin_interest,
-        margin_interest
-            + avg_cash * {{ var('cash_spread_rate') }} * {{ window_months }} / 12.0
-            as interest_contribution,
+        -- revenue earned: the margin interest charged, nothing imputed
+        margin_interest as interest_contribution,
+        commission_contribution + margin_interest as realised_revenue,
+        -- notional, not revenue: the spread idle cash would earn, pro-rated by the
+        -- months present so a customer who joined late is not credited a full window
+        cast(present_months as integer) as present_months,
+        avg_cash * {{ var('cash_spread_rate') }} * present_months / 12.0
+            as imputed_cash_spread,
         trading_volume,
         net_inflow,
         start_net_assets,

@@ -11,15 +11,23 @@ whatever the number of customers.
   of freedom. A KMO below ``min_kmo`` (Kaiser: < 0.6 is "mediocre" or worse)
   raises :class:`SamplingAdequacyWarning` and is kept in ``kmo_adequate_``: it
   is reported, never hidden.
-- **Extraction: principal components**, SPSS's default. Loadings are the
-  eigenvectors of R scaled by the square roots of their eigenvalues. We choose
-  it over principal-axis or maximum-likelihood extraction because it is
-  closed-form (no iterations that can fail to converge on 1M rows or on a
-  near-singular R, e.g. turnover = volume / assets), deterministic, and it is
-  what the brokerage studies we follow report. The price: communalities are
-  somewhat inflated compared with common-factor extraction.
-- **Number of factors**: eigenvalue > ``min_eigenvalue`` (Kaiser criterion,
-  SPSS's default) or a fixed ``n_factors``.
+- **Extraction**: ``principal_components`` (SPSS's default; loadings are the
+  eigenvectors of R scaled by the square roots of their eigenvalues: closed
+  form, deterministic, what the brokerage studies report, but communalities are
+  inflated) or ``principal_axis`` (common-factor extraction: the diagonal of R
+  replaced by communalities, starting from the squared multiple correlations
+  and iterated to convergence). A factor that one indicator alone carries has a
+  high communality under principal components and a low one under principal
+  axis, which is how principal axis exposes it.
+- **Number of factors**: a fixed ``n_factors``, or ``factor_selection``:
+  ``parallel`` (Horn's parallel analysis: keep the leading factors whose
+  eigenvalue beats the 95th percentile of the same eigenvalue of random normal
+  data of the same shape, seeded) or ``kaiser`` (eigenvalue >
+  ``min_eigenvalue``). Then, unless ``n_factors`` is fixed, factors are dropped
+  one at a time while a rotated factor has fewer than ``min_salient_loadings``
+  indicators loading at least ``salient_loading`` on it: a factor that only one
+  indicator defines is an artefact of extraction, not a common factor.
+  ``selection_`` says which rule set the count.
 - **Rotation: varimax with Kaiser normalisation** (rows scaled to unit length
   before rotating, as SPSS and R's ``varimax`` do). Rotated factors are then
   ordered by their sum of squared loadings, largest first, and each one's sign
@@ -27,8 +35,9 @@ whatever the number of customers.
   unique.
 - **Scores: regression method** (Thurstone), B = R^-1 Lambda_rot. For
   principal-component extraction this equals V_m diag(lambda_m)^-1/2 T, which
-  we use because it needs no inverse of a possibly near-singular R. Scores have
-  mean 0 and unit variance (ddof = 0) on the training data.
+  we use because it needs no inverse of a possibly near-singular R (principal
+  axis uses the pseudo-inverse). Principal-component scores have mean 0 and
+  unit variance (ddof = 0) on the training data.
 """
 
 from __future__ import annotations
@@ -188,16 +197,87 @@ def align_factors(loadings: np.ndarray, reference: np.ndarray) -> tuple[np.ndarr
     return np.asarray(order, dtype=int), signs
 
 
+EXTRACTIONS = ("principal_components", "principal_axis")
+FACTOR_SELECTIONS = ("parallel", "kaiser")
+
+
+def parallel_thresholds(
+    n_samples: int,
+    n_features: int,
+    iterations: int = 20,
+    max_rows: int = 20_000,
+    random_state: int = 0,
+) -> np.ndarray:
+    """95th percentile of each eigenvalue of the correlation matrix of random normal data.
+
+    Horn's parallel analysis: ``iterations`` data sets of ``min(n_samples,
+    max_rows)`` rows and ``n_features`` independent standard normal columns. Fewer
+    rows than the data give higher thresholds, so the cap only makes the test
+    stricter. Returns shape (n_features,), descending.
+    """
+    rng = np.random.default_rng(random_state)
+    rows = max(3, min(n_samples, max_rows))
+    draws = np.empty((iterations, n_features))
+    for i in range(iterations):
+        R, _, _ = correlation_matrix(rng.standard_normal((rows, n_features)))
+        draws[i] = np.sort(np.linalg.eigvalsh(R))[::-1]
+    return np.quantile(draws, 0.95, axis=0)
+
+
+def principal_axis(
+    R: np.ndarray, n_factors: int, max_iter: int = 500, tol: float = 1e-6
+) -> tuple[np.ndarray, int]:
+    """Principal-axis factoring of ``R`` (p, p): loadings (p, m) and the iterations used.
+
+    Communalities start at the squared multiple correlations (1 - 1 / diag(R^-1),
+    from the pseudo-inverse) and are replaced by the row sums of squared loadings
+    of the reduced matrix until they change by less than ``tol`` (capped at 0.995,
+    so that no indicator becomes a Heywood case). Columns are signed so that each
+    sums to a non-negative number.
+    """
+    R = np.asarray(R, dtype=np.float64)
+    inverse_diagonal = np.diag(np.linalg.pinv(R, hermitian=True))
+    h2 = np.clip(1.0 - 1.0 / np.where(inverse_diagonal > 0, inverse_diagonal, np.inf), 0.0, 0.995)
+    iterations = 0
+    while iterations < max_iter:
+        iterations += 1
+        reduced = R.copy()
+        np.fill_diagonal(reduced, h2)
+        eigenvalues, vectors = np.linalg.eigh(reduced)
+        order = np.argsort(-eigenvalues, kind="stable")[:n_factors]
+        loadings = vectors[:, order] * np.sqrt(np.clip(eigenvalues[order], 0.0, None))
+        updated = np.clip((loadings**2).sum(axis=1), 0.0, 0.995)
+        converged = np.max(np.abs(updated - h2)) < tol
+        h2 = updated
+        if converged:
+            break
+    return loadings * _positive_sum_signs(loadings), iterations
+
+
 class FactorAnalyzer(TransformerMixin, BaseEstimator):
-    """Principal-component factor analysis with varimax rotation (SPSS-style).
+    """Exploratory factor analysis with varimax rotation (SPSS-style).
 
     Parameters
     ----------
     n_factors : int or None
-        Fixed number of factors; None keeps the factors whose eigenvalue
-        exceeds ``min_eigenvalue`` (at least one).
+        Fixed number of factors; None lets ``factor_selection`` and the salient
+        loadings rule choose (at least one).
+    factor_selection : {"parallel", "kaiser"}
+        How the count is chosen when ``n_factors`` is None.
     min_eigenvalue : float
-        Kaiser criterion threshold, used when ``n_factors`` is None.
+        Kaiser criterion threshold (``factor_selection="kaiser"``).
+    extraction : {"principal_components", "principal_axis"}
+    min_salient_loadings : int
+        A retained factor needs at least this many indicators with an absolute
+        rotated loading >= ``salient_loading`` (0 switches the rule off; not
+        applied to a fixed ``n_factors``).
+    salient_loading : float
+    parallel_iterations : int
+        Random data sets of parallel analysis (each at most
+        ``parallel_max_rows`` rows).
+    parallel_max_rows : int
+    random_state : int
+        Seed of parallel analysis.
     rotation : {"varimax", None}
         Varimax with Kaiser normalisation, or no rotation.
     standardize : bool
@@ -221,14 +301,22 @@ class FactorAnalyzer(TransformerMixin, BaseEstimator):
     bartlett_ : BartlettResult
     eigenvalues_ : ndarray (p,)
         Eigenvalues of R, descending.
+    parallel_thresholds_ : ndarray (p,) or None
+        95th percentiles of the random eigenvalues (parallel analysis only).
     n_factors_ : int
+    selection_ : str
+        What set the count: ``fixed``, ``parallel``, ``kaiser``, with
+        ``+salient_loadings`` when that rule dropped factors.
+    extraction_iterations_ : int
+        Principal-axis iterations (0 for principal components).
     loadings_ : ndarray (p, m)
-        Unrotated principal-component loadings.
+        Unrotated loadings.
     rotation_matrix_ : ndarray (m, m)
         ``rotated_loadings_ == loadings_ @ rotation_matrix_``.
     rotated_loadings_ : ndarray (p, m)
     communalities_ : ndarray (p,)
-        Row sums of squared loadings (unchanged by rotation).
+        Row sums of squared loadings (unchanged by rotation); for principal
+        axis, the converged communalities.
     ss_loadings_ : ndarray (m,)
         Sum of squared rotated loadings per factor.
     variance_explained_ : ndarray (m,)
@@ -241,16 +329,30 @@ class FactorAnalyzer(TransformerMixin, BaseEstimator):
     def __init__(
         self,
         n_factors: int | None = None,
+        factor_selection: str = "parallel",
         min_eigenvalue: float = 1.0,
+        extraction: str = "principal_components",
         rotation: str | None = "varimax",
         standardize: bool = True,
         min_kmo: float = 0.6,
+        min_salient_loadings: int = 0,
+        salient_loading: float = 0.5,
+        parallel_iterations: int = 20,
+        parallel_max_rows: int = 20_000,
+        random_state: int = 0,
     ):
         self.n_factors = n_factors
+        self.factor_selection = factor_selection
         self.min_eigenvalue = min_eigenvalue
+        self.extraction = extraction
         self.rotation = rotation
         self.standardize = standardize
         self.min_kmo = min_kmo
+        self.min_salient_loadings = min_salient_loadings
+        self.salient_loading = salient_loading
+        self.parallel_iterations = parallel_iterations
+        self.parallel_max_rows = parallel_max_rows
+        self.random_state = random_state
 
     def fit(self, X, y=None):
         X = np.asarray(X, dtype=np.float64)
@@ -259,6 +361,12 @@ class FactorAnalyzer(TransformerMixin, BaseEstimator):
             raise ValueError(f"need at least 3 rows and 2 columns, got {X.shape}")
         if self.rotation not in ("varimax", None):
             raise ValueError(f"unknown rotation {self.rotation!r}")
+        if self.extraction not in EXTRACTIONS:
+            raise ValueError(f"unknown extraction {self.extraction!r} (known: {EXTRACTIONS})")
+        if self.factor_selection not in FACTOR_SELECTIONS:
+            raise ValueError(
+                f"unknown factor_selection {self.factor_selection!r} (known: {FACTOR_SELECTIONS})"
+            )
         R, mean, scale = correlation_matrix(X)
         self.n_samples_, self.n_features_in_ = n, p
         self.correlation_ = R
@@ -276,24 +384,51 @@ class FactorAnalyzer(TransformerMixin, BaseEstimator):
             )
         self.bartlett_ = bartlett_sphericity(R, n)
 
-        eigenvalues, vectors = np.linalg.eigh(R)
-        order = np.argsort(-eigenvalues, kind="stable")
-        eigenvalues, vectors = np.clip(eigenvalues[order], 0.0, None), vectors[:, order]
+        eigenvalues = np.clip(np.sort(np.linalg.eigvalsh(R))[::-1], 0.0, None)
         self.eigenvalues_ = eigenvalues
-        if self.n_factors is None:
-            m = max(1, int((eigenvalues > self.min_eigenvalue).sum()))
-        else:
+        self.parallel_thresholds_ = None
+        if self.n_factors is not None:
             m = int(self.n_factors)
             if not 1 <= m <= p:
                 raise ValueError(f"n_factors must be in [1, {p}], got {m}")
+            selection = "fixed"
+        elif self.factor_selection == "parallel":
+            self.parallel_thresholds_ = parallel_thresholds(
+                n, p, self.parallel_iterations, self.parallel_max_rows, self.random_state
+            )
+            beats = eigenvalues > self.parallel_thresholds_
+            m = max(1, int(np.argmin(beats)) if not beats.all() else p)
+            selection = "parallel"
+        else:
+            m = max(1, int((eigenvalues > self.min_eigenvalue).sum()))
+            selection = "kaiser"
         if eigenvalues[m - 1] <= 1e-12:
             raise ValueError(f"only {int((eigenvalues > 1e-12).sum())} non-degenerate factors")
-        self.n_factors_ = m
+        self._extract(R, m)
+        if self.n_factors is None and self.min_salient_loadings > 0:
+            while self.n_factors_ > 1 and self._salient_counts().min() < self.min_salient_loadings:
+                self._extract(R, self.n_factors_ - 1)
+                selection = selection.split("+")[0] + "+salient_loadings"
+        self.selection_ = selection
+        return self
 
-        signs = _positive_sum_signs(vectors[:, :m])
-        vectors = vectors[:, :m] * signs
-        root = np.sqrt(eigenvalues[:m])
-        self.loadings_ = vectors * root
+    def _salient_counts(self) -> np.ndarray:
+        """Indicators per rotated factor with |loading| >= ``salient_loading``, shape (m,)."""
+        return (np.abs(self.rotated_loadings_) >= self.salient_loading).sum(axis=0)
+
+    def _extract(self, R: np.ndarray, m: int) -> None:
+        """Loadings, rotation and score coefficients for ``m`` factors of ``R``."""
+        if self.extraction == "principal_axis":
+            loadings, self.extraction_iterations_ = principal_axis(R, m)
+        else:
+            eigenvalues, vectors = np.linalg.eigh(R)
+            order = np.argsort(-eigenvalues, kind="stable")[:m]
+            vectors = vectors[:, order] * _positive_sum_signs(vectors[:, order])
+            root = np.sqrt(np.clip(eigenvalues[order], 0.0, None))
+            loadings = vectors * root
+            self.extraction_iterations_ = 0
+        self.n_factors_ = m
+        self.loadings_ = loadings
         if self.rotation == "varimax":
             rotated, rotation = varimax(self.loadings_)
         else:
@@ -303,10 +438,14 @@ class FactorAnalyzer(TransformerMixin, BaseEstimator):
         signs = _positive_sum_signs(rotated[:, order])
         self.rotation_matrix_ = rotation[:, order] * signs
         self.rotated_loadings_ = rotated[:, order] * signs
-        # R^-1 Lambda T == V diag(lambda)^-1/2 T for principal-component loadings.
-        self.score_coefficients_ = (vectors / root) @ self.rotation_matrix_
+        if self.extraction == "principal_axis":
+            self.score_coefficients_ = np.linalg.pinv(R, hermitian=True) @ self.rotated_loadings_
+        else:
+            # R^-1 Lambda T == V diag(lambda)^-1/2 T for principal-component loadings.
+            self.score_coefficients_ = (vectors / root) @ self.rotation_matrix_
         self._set_variance()
-        return self
+        if self.extraction == "principal_axis":
+            self.communalities_ = (self.loadings_**2).sum(axis=1)
 
     def _set_variance(self) -> None:
         self.communalities_ = (self.rotated_loadings_**2).sum(axis=1)

@@ -5,28 +5,40 @@
 1. **dormant rule** (before any statistics): a customer with no trade for
    ``dormant_min_recency_days`` (default 365: none in the 12-month window, whose
    ``recency_days`` is then window + 1 = 366) who has been a customer for at
-   least ``dormant_min_tenure_months`` is ``sleeping``, segment 0.
+   least ``dormant_min_tenure_months`` is ``sleeping``, segment 0;
 2. :class:`~ml.preprocessing.IndicatorPreprocessor` (impute, signed log,
    winsorise, standardise), fitted on the remaining customers;
-3. :class:`~ml.factor.FactorAnalyzer` (KMO, Bartlett, principal components,
-   varimax, regression scores);
-4. :class:`~ml.segmentation.KMeansSegmenter` on the factor scores, segments
-   1..k;
-5. :func:`~ml.naming.name_segments`: segments named as tiers from their
-   profiles.
+3. :class:`~ml.factor.FactorAnalyzer` (KMO, Bartlett, extraction, number of
+   factors by parallel analysis and the salient-loadings rule, varimax,
+   regression scores);
+4. :class:`~ml.segmentation.KMeansSegmenter` on the factor scores, each factor
+   weighted by the variance it explains, segments 1..k;
+5. :func:`~ml.naming.name_segments`: each segment named by the optimal
+   one-to-one assignment of segments to tier archetypes.
+
+**k counts every tier.** ``n_clusters`` (default 6, one per tier) includes the
+dormant rule's segment: when the rule sets customers aside, K-means fits
+``n_clusters - 1`` segments among the others, so the book has ``n_clusters``
+groups in all and, with the default, one per tier name.
 
 **Why dormant customers are found by a rule, not by the clustering.**
 "No trade for twelve months" is a business definition, not a pattern to
 discover: a rule finds exactly those customers, says so in one line, and does
 not move when the rest of the book changes. Left in, they are a point mass
 (every activity indicator at its floor, recency at its cap) that can be a
-fifth of the book: they dominate the correlation matrix, cost a K-means
-segment that the active customers need (a small VIP group otherwise risks
-being merged), and they still would have to be named sleeping afterwards. The
-tenure condition keeps a freshly opened account that has not traded yet out
-of ``sleeping``: it is clustered and usually lands in ``potential``. Set
-``dormant_min_recency_days=None`` to let the clustering find them instead;
-the naming rule for ``sleeping`` (median recency) then names that segment.
+quarter of the book: they dominate the correlation matrix and cost a K-means
+segment that the active customers need. The tenure condition keeps a freshly
+opened account that has not traded yet out of ``sleeping``. Set
+``dormant_min_recency_days=None`` to let the clustering find them instead; the
+``sleeping`` archetype then names that segment.
+
+**Why factors are weighted by their variance.** Regression factor scores have
+unit variance each, so a minor factor (one that explains 1.3 of 12 units of
+variance) would weigh as much in the K-means distance as the main one (4
+units), and K-means would spend segments cutting along it. Weighting each
+factor's squared difference by its sum of squared loadings gives distances
+close to those between the standardised indicators themselves, while keeping
+the noise the dropped factors hold out.
 
 **Stability.** ``fit(X, previous=model)`` carries segment identity: the
 previous model assigns this month's customers to its segments, the means of
@@ -35,7 +47,8 @@ K-means run, so segment i grows out of last month's segment i and keeps its id
 and (with ``keep_names``) its tier name. New factors are first aligned to the
 previous loadings (order and sign) so that ``factor_1`` keeps its meaning. If
 k changed, a fresh multi-start fit is matched to those starting centroids by
-the Hungarian algorithm; unmatched segments get new ids and rule-based names.
+the Hungarian algorithm; matched segments keep their names, the others are
+named around them.
 
 **Assignment without refit.** ``predict``/``assign`` apply the dormant rule,
 then score and take the nearest centroid; the training rows get exactly the
@@ -56,13 +69,21 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, clone
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
 from ml.factor import BartlettResult, FactorAnalyzer
-from ml.naming import DEFAULT_RULES, TIER_RANK, NamingRules, name_segments
+from ml.naming import (
+    DEFAULT_RULES,
+    SCORES,
+    TIER_RANK,
+    NamingRules,
+    name_segments,
+    naming_frame,
+    segment_scores,
+)
 from ml.preprocessing import (
     INDICATOR_COLUMNS,
     LOG_COLUMNS,
@@ -80,7 +101,11 @@ from ml.segmentation import (
 #: Segment id of the customers the dormant rule sets aside.
 DORMANT_SEGMENT = 0
 
-TABLE_FORMAT_VERSION = 1
+TABLE_FORMAT_VERSION = 2
+
+#: A warm-started K-means fit is kept while its inertia is within this share of a
+#: fresh multi-start fit's.
+WARM_START_TOLERANCE = 0.01
 
 MODEL_TABLES = (
     "model_params",
@@ -103,10 +128,10 @@ _SEGMENT_COLUMNS = (
     "rule",
     "n_customers",
     "share",
-    "value_score",
-    "revenue_score",
-    "activity_score",
-    "growth_score",
+    *(f"{score}_score" for score in SCORES),
+    "archetype_distance",
+    "naming_margin",
+    "runner_up_tier",
 )
 
 
@@ -122,12 +147,24 @@ class TieringModel(BaseEstimator):
     winsor_quantiles : (float, float)
         Clip quantiles learned after the log.
     n_factors : int or None
-        Fixed number of factors, or None for eigenvalue > ``min_eigenvalue``.
+        Fixed number of factors, or None to let ``factor_selection`` and the
+        salient-loadings rule choose (see :class:`~ml.factor.FactorAnalyzer`).
+    factor_selection : {"parallel", "kaiser"}
     min_eigenvalue : float
+        Kaiser threshold (``factor_selection="kaiser"``).
+    extraction : {"principal_components", "principal_axis"}
+    min_salient_loadings : int
+        Each retained factor needs this many indicators loading >= 0.5 (0, the
+        default, switches the rule off: on the planted books it dropped the
+        factor that sets new money apart; see docs/tiering.md).
     min_kmo : float
         KMO below this is flagged (warning and ``quality_["kmo_adequate"] == 0``).
     n_clusters : int
-        K-means segments (the dormant rule's segment 0 comes on top).
+        Segments in all, the dormant rule's segment 0 included when the rule
+        sets customers aside (K-means then fits ``n_clusters - 1``).
+    cluster_weighting : {"variance", None}
+        Weight each factor's squared difference in the K-means distance by its
+        sum of squared loadings, or not at all.
     n_init, max_iter : int
         K-means starts and iterations.
     random_state : int
@@ -138,7 +175,7 @@ class TieringModel(BaseEstimator):
     dormant_min_tenure_months : float
         A dormant customer must also have at least this ``tenure_months``.
     naming : NamingRules
-        Thresholds of the naming rules (see :mod:`ml.naming`).
+        Scores, archetypes and VIP cap of the naming (see :mod:`ml.naming`).
     keep_names : bool
         With a previous model, carried segments keep their previous tier names.
     silhouette_sample_size : int
@@ -153,8 +190,10 @@ class TieringModel(BaseEstimator):
     segmenter_ : KMeansSegmenter
     segments_ : DataFrame
         One row per segment: ``segment``, ``tier``, ``tier_rank``, ``source``
-        (``kmeans`` or ``dormant_rule``), ``rule`` (which naming rule fired, or
-        ``carried``), ``n_customers``, ``share``, the naming scores.
+        (``kmeans`` or ``dormant_rule``), ``rule`` (``archetype``,
+        ``archetype_nearest``, ``carried`` or ``dormant_rule``),
+        ``n_customers``, ``share``, the five naming scores,
+        ``archetype_distance``, ``naming_margin``, ``runner_up_tier``.
     profiles_ : DataFrame
         Long: ``segment``, ``indicator``, ``median`` (original units), ``mean_z``.
     labels_ : ndarray of int (n,)
@@ -171,9 +210,13 @@ class TieringModel(BaseEstimator):
         log_columns: Sequence[str] = LOG_COLUMNS,
         winsor_quantiles: tuple[float, float] = (0.005, 0.995),
         n_factors: int | None = None,
+        factor_selection: str = "parallel",
         min_eigenvalue: float = 1.0,
+        extraction: str = "principal_components",
+        min_salient_loadings: int = 0,
         min_kmo: float = 0.6,
         n_clusters: int = 6,
+        cluster_weighting: str | None = "variance",
         n_init: int = 10,
         max_iter: int = 300,
         random_state: int = 0,
@@ -188,9 +231,13 @@ class TieringModel(BaseEstimator):
         self.log_columns = log_columns
         self.winsor_quantiles = winsor_quantiles
         self.n_factors = n_factors
+        self.factor_selection = factor_selection
         self.min_eigenvalue = min_eigenvalue
+        self.extraction = extraction
+        self.min_salient_loadings = min_salient_loadings
         self.min_kmo = min_kmo
         self.n_clusters = n_clusters
+        self.cluster_weighting = cluster_weighting
         self.n_init = n_init
         self.max_iter = max_iter
         self.random_state = random_state
@@ -228,36 +275,61 @@ class TieringModel(BaseEstimator):
         return self
 
     def _fit(self, X: pd.DataFrame, previous: TieringModel | None) -> TieringModel:
+        if self.cluster_weighting not in ("variance", None):
+            raise ValueError(f"unknown cluster_weighting {self.cluster_weighting!r}")
         dormant = self._dormant_mask(X)
         clustered = ~dormant
-        if clustered.sum() < max(self.n_clusters, 3):
+        self.n_kmeans_ = self.n_clusters - 1 if dormant.any() else self.n_clusters
+        if self.n_kmeans_ < 1:
+            raise ValueError("n_clusters must leave at least one K-means segment")
+        if clustered.sum() < max(self.n_kmeans_, 3):
             raise ValueError(f"only {int(clustered.sum())} customers left after the dormant rule")
         self.preprocessor_ = IndicatorPreprocessor(
             self.columns, self.log_columns, self.winsor_quantiles
         ).fit(X[clustered])
         Z_all = self.preprocessor_.transform(X)
-        self.factor_model_ = FactorAnalyzer(
-            n_factors=self.n_factors,
-            min_eigenvalue=self.min_eigenvalue,
-            rotation="varimax",
-            standardize=False,
-            min_kmo=self.min_kmo,
-        ).fit(Z_all[clustered])
+        self.factor_model_ = self._factor_analyzer().fit(Z_all[clustered])
         if previous is not None and list(previous.preprocessor_.columns_) == self.columns_:
             self.factor_model_.align_to(previous.factor_model_.rotated_loadings_)
-        F_all = self.factor_model_.transform(Z_all)
-        F = F_all[clustered]
+        self.cluster_weights_ = (
+            self.factor_model_.ss_loadings_.copy()
+            if self.cluster_weighting == "variance"
+            else np.ones(self.factor_model_.n_factors_)
+        )
+        F = self._cluster_space(self.factor_model_.transform(Z_all[clustered]))
 
         carried, carry_names = self._fit_segments(F, X[clustered], previous)
+        # round the centroids through the factor units model_centroids stores them
+        # in, so that a model loaded from its tables scores bit for bit alike
+        scale = np.sqrt(self.cluster_weights_)
+        self.segmenter_.cluster_centers_ = self.segmenter_.cluster_centers_ / scale * scale
+        self.segmenter_.labels_ = self.segmenter_.predict(F)
         labels = np.full(len(X), DORMANT_SEGMENT, dtype=np.int64)
         labels[clustered] = self.segmenter_.predict(F)
         self.labels_ = labels
 
         self._set_profiles(X, Z_all, labels)
-        self._name(previous if carry_names else None, carried)
+        self._name(X, clustered, previous if carry_names else None, carried)
         self.tiers_ = self._tiers_of(labels)
         self._set_quality(F, labels[clustered], dormant, carried)
         return self
+
+    def _factor_analyzer(self) -> FactorAnalyzer:
+        return FactorAnalyzer(
+            n_factors=self.n_factors,
+            factor_selection=self.factor_selection,
+            min_eigenvalue=self.min_eigenvalue,
+            extraction=self.extraction,
+            rotation="varimax",
+            standardize=False,
+            min_kmo=self.min_kmo,
+            min_salient_loadings=self.min_salient_loadings,
+            random_state=self.random_state,
+        )
+
+    def _cluster_space(self, F: np.ndarray) -> np.ndarray:
+        """Factor scores (n, m) scaled so that Euclidean distance is the weighted one."""
+        return F * np.sqrt(self.cluster_weights_)
 
     def _dormant_mask(self, X: pd.DataFrame) -> np.ndarray:
         if self.dormant_min_recency_days is None:
@@ -274,7 +346,7 @@ class TieringModel(BaseEstimator):
     ) -> tuple[set, bool]:
         """Fit ``segmenter_``; returns (segment ids carried over, whether names carry too)."""
         segmenter = KMeansSegmenter(
-            n_clusters=self.n_clusters,
+            n_clusters=self.n_kmeans_,
             n_init=self.n_init,
             max_iter=self.max_iter,
             random_state=self.random_state,
@@ -284,7 +356,8 @@ class TieringModel(BaseEstimator):
             return set(), False
         old_ids = previous.segmenter_.segment_ids_
         old_nearest, old_sq = nearest_centroid(
-            previous._factor_scores(X), previous.segmenter_.cluster_centers_
+            previous._cluster_space(previous._factor_scores(X)),
+            previous.segmenter_.cluster_centers_,
         )
         starts = np.empty((len(old_ids), F.shape[1]))
         for i in range(len(old_ids)):
@@ -292,12 +365,21 @@ class TieringModel(BaseEstimator):
             # A segment that lost every member restarts from the customer
             # closest to its old centroid.
             starts[i] = F[members].mean(axis=0) if members.any() else F[np.argmin(old_sq[:, i])]
-        if len(old_ids) == self.n_clusters:
-            self.segmenter_ = segmenter.fit(F, init=starts, segment_ids=old_ids)
-            return set(old_ids.tolist()), True
-        # k changed: the segments are new, so only their ids are matched; their
-        # names come from the rules.
-        segmenter.fit(F)
+        fresh = clone(segmenter).fit(F)
+        if len(old_ids) == self.n_kmeans_:
+            warm = segmenter.fit(F, init=starts, segment_ids=old_ids)
+            # The warm start keeps the segments unless it settled in a clearly worse
+            # local optimum than a fresh multi-start fit (a drifted book can pull a
+            # warm-started small segment into a large one); then the fresh segments
+            # take the ids and names of the old ones they sit closest to.
+            self.warm_start_kept_ = warm.inertia_ <= fresh.inertia_ * (1 + WARM_START_TOLERANCE)
+            if self.warm_start_kept_:
+                self.segmenter_ = warm
+                return set(old_ids.tolist()), True
+        # k changed, or the warm start lost: the segments are new, so only their
+        # ids are matched; the matched ones keep their names, the others are named
+        # around them.
+        segmenter = fresh
         matched = match_segments(segmenter.cluster_centers_, starts)
         new_ids, next_id = [], int(old_ids.max()) + 1
         for m in matched:
@@ -307,7 +389,7 @@ class TieringModel(BaseEstimator):
                 new_ids.append(next_id)
                 next_id += 1
         self.segmenter_ = segmenter.relabel(new_ids)
-        return {int(old_ids[m]) for m in matched if m >= 0}, False
+        return {int(old_ids[m]) for m in matched if m >= 0}, True
 
     def _set_profiles(self, X: pd.DataFrame, Z_all: np.ndarray, labels: np.ndarray) -> None:
         columns = self.columns_
@@ -318,36 +400,47 @@ class TieringModel(BaseEstimator):
         self._mean_z = mean_z
         self.profiles_ = _long_profiles(median, mean_z)
 
-    def _name(self, previous: TieringModel | None, carried: set) -> None:
-        """Set ``segments_``: rule-based names, or last month's for carried segments."""
-        ids = self.segmenter_.segment_ids_
-        sizes = pd.Series(self.labels_).value_counts()
-        populated = [int(s) for s in ids if s in sizes.index]
-        named = name_segments(
-            self._mean_z.loc[populated], self._median.loc[populated], sizes[populated], self.naming
-        ).reindex(ids)
-        # A segment is only empty if K-means left a centroid without members.
-        named["tier"] = named["tier"].fillna("ordinary_b")
-        named["rule"] = named["rule"].fillna("empty")
-        named["source"] = "kmeans"
-        rules_tier = named["tier"].copy()
+    def _name(
+        self,
+        X: pd.DataFrame,
+        clustered: np.ndarray,
+        previous: TieringModel | None,
+        carried: set,
+    ) -> None:
+        """Set ``segments_``: names by archetype, last month's for carried segments."""
+        ids = [int(s) for s in self.segmenter_.segment_ids_]
+        labels = self.labels_
+        sizes = pd.Series(labels).value_counts()
+        shares = sizes / len(labels)
+        scores = segment_scores(naming_frame(X, self.naming), labels, clustered, self.naming)
+        # A K-means segment is only empty if a warm start left a centroid without
+        # members: it scores as the average customer.
+        scores = scores.reindex([*([DORMANT_SEGMENT] if DORMANT_SEGMENT in sizes else []), *ids])
+        scores = scores.fillna(0.0)
+        fixed = {DORMANT_SEGMENT: "sleeping"} if DORMANT_SEGMENT in sizes.index else {}
+        fresh = name_segments(scores, shares, self.naming, fixed)
+        named = fresh
         if previous is not None and self.keep_names:
             old = previous.segments_.set_index("segment")["tier"]
-            for segment in sorted(carried & set(old.index)):
-                named.loc[segment, ["tier", "rule"]] = [old[segment], "carried"]
-        self._names_differing = int((named["tier"] != rules_tier).sum())
-        if DORMANT_SEGMENT in sizes.index:
-            dormant = pd.DataFrame(
-                {"tier": ["sleeping"], "rule": ["dormant_rule"], "source": ["dormant_rule"]},
-                index=[DORMANT_SEGMENT],
-            )
-            named = pd.concat([dormant, named])
-        named = named.rename_axis("segment").reset_index().sort_values("segment", kind="stable")
+            # carried names stay as they were (a name last month's naming gave twice
+            # stays twice); the other segments are named around them
+            keep = {s: old[s] for s in sorted(carried & set(old.index)) if s != DORMANT_SEGMENT}
+            if keep:
+                named = name_segments(scores, shares, self.naming, {**fixed, **keep})
+                named.loc[list(keep), "rule"] = "carried"
+        self._names_differing = int((named["tier"] != fresh["tier"]).sum())
+        named = named.rename_axis("segment").reset_index()
         named["segment"] = named["segment"].astype(np.int64)
+        named["source"] = np.where(named["segment"] == DORMANT_SEGMENT, "dormant_rule", "kmeans")
+        named.loc[named["segment"] == DORMANT_SEGMENT, "rule"] = "dormant_rule"
         named["n_customers"] = named["segment"].map(sizes).fillna(0).astype(np.int64)
-        named["share"] = named["n_customers"] / len(self.labels_)
+        named["share"] = named["n_customers"] / len(labels)
         named["tier_rank"] = named["tier"].map(TIER_RANK).astype(np.int64)
+        named = named.rename(columns={score: f"{score}_score" for score in SCORES})
         named["rule"] = named["rule"].astype(str)
+        # plain strings for the warehouse: '' where there is no runner-up (fixed tiers)
+        named["runner_up_tier"] = named["runner_up_tier"].fillna("").astype(str)
+        named = named.sort_values("segment", kind="stable")
         self.segments_ = named[list(_SEGMENT_COLUMNS)].reset_index(drop=True)
 
     def _set_quality(
@@ -367,8 +460,13 @@ class TieringModel(BaseEstimator):
             "bartlett_dof": float(fa.bartlett_.dof),
             "bartlett_p_value": float(fa.bartlett_.p_value),
             "n_factors": float(fa.n_factors_),
+            "extraction_iterations": float(fa.extraction_iterations_),
             "variance_explained": float(fa.cumulative_variance_explained_[-1]),
-            "k": float(self.segmenter_.n_clusters),
+            "k": float(len(self.segments_)),
+            "kmeans_k": float(self.segmenter_.n_clusters),
+            "min_naming_margin": float(np.nanmin(self.segments_["naming_margin"]))
+            if self.segments_["naming_margin"].notna().any()
+            else float("nan"),
             "inertia": float(self.segmenter_.inertia_),
             **cluster,
             "discriminant_agreement": self._discriminant_agreement(F, labels),
@@ -411,7 +509,9 @@ class TieringModel(BaseEstimator):
         dormant = self._dormant_mask(X)
         Z = self.preprocessor_.transform(X)
         F = self.factor_model_.transform(Z)
-        segments = np.where(dormant, DORMANT_SEGMENT, self.segmenter_.predict(F))
+        segments = np.where(
+            dormant, DORMANT_SEGMENT, self.segmenter_.predict(self._cluster_space(F))
+        )
         return dormant, Z, F, segments
 
     def transform(self, X: pd.DataFrame) -> np.ndarray:
@@ -487,7 +587,7 @@ class TieringModel(BaseEstimator):
         z_top = np.take_along_axis(Z, top, axis=1)
 
         centroid_tiers = self._tiers_of(self.segmenter_.segment_ids_)
-        _, sq = nearest_centroid(F, self.segmenter_.cluster_centers_)
+        _, sq = nearest_centroid(self._cluster_space(F), self.segmenter_.cluster_centers_)
         sq = np.where(tiers[:, None] == centroid_tiers[None, :], np.inf, sq)
         nearest = np.argmin(sq, axis=1)
         distance = np.sqrt(np.take_along_axis(sq, nearest[:, None], axis=1)[:, 0])
@@ -519,15 +619,19 @@ class TieringModel(BaseEstimator):
     ) -> pd.DataFrame:
         """:func:`~ml.segmentation.k_diagnostics` on this model's factor scores of ``X``.
 
-        Dormant-rule customers are left out, as in the fit. The silhouette is
-        computed on ``silhouette_sample_size`` of them (default: the model's);
-        its cost grows with the square of that size.
+        ``k`` counts every segment as ``n_clusters`` does: when the dormant rule
+        sets customers aside, their segment is one of the k and K-means fits
+        ``k - 1`` among the others (``kmeans_k``); the figures are those of the
+        K-means customers, in the weighted factor space the fit uses. The
+        silhouette is computed on ``silhouette_sample_size`` of them (default:
+        the model's); its cost grows with the square of that size.
         """
         with threadpool_limits(limits=1):
             dormant, _, F, _ = self._score(X)
-            return k_diagnostics(
-                F[~dormant],
-                k_values,
+            offset = 1 if dormant.any() else 0
+            table = k_diagnostics(
+                self._cluster_space(F[~dormant]),
+                [int(k) - offset for k in k_values if int(k) - offset >= 1],
                 n_init=self.n_init,
                 max_iter=self.max_iter,
                 random_state=self.random_state,
@@ -535,6 +639,9 @@ class TieringModel(BaseEstimator):
                 if silhouette_sample_size is None
                 else silhouette_sample_size,
             )
+        table.insert(0, "kmeans_k", table.pop("k"))
+        table.insert(0, "k", table["kmeans_k"] + offset)
+        return table
 
     # --------------------------------------------------------------- tables
 
@@ -550,17 +657,21 @@ class TieringModel(BaseEstimator):
         - ``model_components`` (component, eigenvalue, variance_share,
           cumulative_variance_share, retained): eigenvalues of R;
         - ``model_factors`` (factor, ss_loadings, variance_explained,
-          cumulative_variance_explained): rotated factors;
+          cumulative_variance_explained, cluster_weight): rotated factors;
+          ``cluster_weight`` multiplies the factor's squared difference in the
+          segment distance;
         - ``model_loadings`` (indicator, factor, unrotated_loading,
           rotated_loading, score_coefficient): ``factor_f = sum over indicators
           of z * score_coefficient``; unrotated_loading is on principal
           component number ``factor``;
         - ``model_centroids`` (segment, factor, centroid): a customer belongs to
-          the segment whose centroid is nearest (Euclidean) in factor space,
+          the segment whose centroid is nearest in factor space, distance
+          ``sum over factors of cluster_weight * (factor score - centroid)^2``,
           unless the dormant rule in ``model_params`` applies (segment 0);
         - ``model_segments`` (segment, tier, tier_rank, source, rule,
           n_customers, share, value_score, revenue_score, activity_score,
-          growth_score): the naming map;
+          growth_score, tenure_score, archetype_distance, naming_margin,
+          runner_up_tier): the naming map;
         - ``model_segment_profiles`` (segment, indicator, median, mean_z);
         - ``model_quality`` (metric, value).
         """
@@ -572,6 +683,7 @@ class TieringModel(BaseEstimator):
         params = {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}
         params["format_version"] = TABLE_FORMAT_VERSION
         params["n_samples"] = fa.n_samples_
+        params["factor_count_rule"] = fa.selection_
         eig = fa.eigenvalues_
         factor_index = np.tile(np.arange(1, m + 1), p)
         return {
@@ -614,6 +726,7 @@ class TieringModel(BaseEstimator):
                     "ss_loadings": fa.ss_loadings_,
                     "variance_explained": fa.variance_explained_,
                     "cumulative_variance_explained": fa.cumulative_variance_explained_,
+                    "cluster_weight": self.cluster_weights_,
                 }
             ),
             "model_loadings": pd.DataFrame(
@@ -629,7 +742,7 @@ class TieringModel(BaseEstimator):
                 {
                     "segment": np.repeat(seg.segment_ids_, m).astype(np.int64),
                     "factor": np.tile(np.arange(1, m + 1), len(seg.segment_ids_)).astype(np.int64),
-                    "centroid": seg.cluster_centers_.ravel(),
+                    "centroid": (seg.cluster_centers_ / np.sqrt(self.cluster_weights_)).ravel(),
                 }
             ),
             "model_segments": self.segments_.copy(),
@@ -656,6 +769,7 @@ class TieringModel(BaseEstimator):
         if version != TABLE_FORMAT_VERSION:
             raise ValueError(f"unsupported model table format {version}")
         n_samples = int(params.pop("n_samples"))
+        factor_count_rule = str(params.pop("factor_count_rule"))
         params["naming"] = NamingRules.from_dict(params["naming"])
         for key in ("columns", "log_columns", "winsor_quantiles"):
             params[key] = tuple(params[key])
@@ -686,12 +800,8 @@ class TieringModel(BaseEstimator):
             return out
 
         loadings = tables["model_loadings"]
-        fa = FactorAnalyzer(
-            n_factors=self.n_factors,
-            min_eigenvalue=self.min_eigenvalue,
-            standardize=False,
-            min_kmo=self.min_kmo,
-        )
+        fa = self._factor_analyzer()
+        fa.selection_ = factor_count_rule
         quality = dict(
             zip(
                 tables["model_quality"]["metric"].astype(str),
@@ -720,12 +830,16 @@ class TieringModel(BaseEstimator):
         fa.cumulative_variance_explained_ = factors["cumulative_variance_explained"].to_numpy(
             np.float64
         )
+        fa.extraction_iterations_ = int(quality.get("extraction_iterations", 0))
         self.factor_model_ = fa
+        self.cluster_weights_ = factors["cluster_weight"].to_numpy(np.float64)
 
         cent = tables["model_centroids"].sort_values(["segment", "factor"])
         ids = np.unique(cent["segment"].to_numpy(np.int64))
+        self.n_kmeans_ = len(ids)
         self.segmenter_ = KMeansSegmenter.from_centroids(
-            cent["centroid"].to_numpy(np.float64).reshape(len(ids), m),
+            cent["centroid"].to_numpy(np.float64).reshape(len(ids), m)
+            * np.sqrt(self.cluster_weights_),
             ids,
             n_init=self.n_init,
             max_iter=self.max_iter,

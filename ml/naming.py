@@ -1,113 +1,168 @@
-"""Naming segments as business tiers from their profiles, by documented rules.
+"""Naming segments as business tiers: each segment takes the tier whose archetype it is closest to.
 
 Tier codes, best first (``tier_rank`` 1..6): ``vip``, ``potential``,
 ``ordinary_a``, ``ordinary_b``, ``free``, ``sleeping``.
 
-Each segment is described by two profiles of its members:
+**Scores.** Each segment is described by five scores, the mean over its
+members of a standardised indicator (signed log for money and counts, then
+minus the mean and divided by the standard deviation of the clustered
+customers), so a score says how many standard deviations the segment sits
+above or below the average customer, whatever the currency or market size:
 
-- ``median``: the median of every indicator in original units (days, currency,
-  counts), used where a rule speaks in business units (recency in days);
-- ``mean_z``: the mean of every prepared indicator (signed log, winsorised,
-  standardised against the clustered customers), i.e. how many standard
-  deviations the segment sits above or below the average customer. Relative
-  rules use it, so they work whatever the currency or market size.
+=========  ===============================================================
+score      indicators (mean of their z)
+=========  ===============================================================
+value      ``avg_assets``
+revenue    ``realised_revenue``: commission net of rebates plus margin
+           interest charged, revenue actually earned (never the imputed
+           spread on idle cash)
+activity   ``trade_count``, ``active_days``, ``active_month_share`` and
+           minus ``recency_days``
+growth     ``net_inflow``
+tenure     ``tenure_months``
+=========  ===============================================================
 
-From ``mean_z`` four scores (means of the listed indicators' z; recency enters
-activity with a minus sign, as fewer days since the last trade is more active):
+**Archetypes.** Each tier is a point in that score space
+(:data:`DEFAULT_ARCHETYPES`, configurable):
 
-- ``value``: assets and revenue (``avg_assets``, ``commission_contribution``,
-  ``interest_contribution``);
-- ``revenue``: ``commission_contribution``, ``interest_contribution``;
-- ``activity``: ``active_days``, ``trade_count``, ``active_month_share``,
-  minus ``recency_days``;
-- ``growth``: the larger of ``avg_assets`` and ``net_inflow``.
+- ``vip``: a small elite of high value and revenue, active;
+- ``potential``: money and inflows without matching trading or revenue yet,
+  usually new;
+- ``ordinary_a``: the paying middle, revenue from trading rather than assets;
+- ``ordinary_b``: the quieter middle (the origin: the average customer);
+- ``free``: the low-value end, little money, little revenue, little trading;
+- ``sleeping``: no trading.
 
-Rules, tried in this order; the first that holds names the segment:
+**Assignment.** The names are given by an optimal one-to-one assignment (the
+Hungarian algorithm) that minimises the summed squared distance between each
+segment's scores and its tier's archetype. With ``k`` equal to the number of
+tiers each name is used exactly once, and a type the book holds gets its
+name wherever it sits: what counts is which segment is *closest* to the
+archetype, not whether it clears a fixed threshold. (With every tier used,
+minimising the summed squared distances is the same as maximising the summed
+dot products of scores and archetypes, so adding a constant to every
+segment's score, as a richer book does, changes no name.) With fewer segments
+than tiers some names go unused; with more, the segments left over after the
+one-to-one assignment take their nearest archetype.
 
-1. ``sleeping``: median ``recency_days`` >= ``sleeping_min_recency_days``
-   (no recent trading) and median ``tenure_months`` >=
-   ``sleeping_min_tenure_months`` (a new account that has not traded yet is
-   not asleep);
-2. ``vip``: value >= ``vip_min_value`` and revenue >= ``vip_min_revenue``
-   (rich *and* paying);
-3. ``potential``: growth >= ``potential_min_growth`` and either activity <=
-   ``potential_max_activity`` or revenue at least ``potential_min_revenue_gap``
-   below growth (the money is there, the trading and revenue are not yet);
-4. ``free``: value <= ``free_max_value`` and activity <= ``free_max_activity``
-   (little money, little trading);
-5. ``ordinary_a``: value >= ``ordinary_a_min_value`` or activity >=
-   ``ordinary_a_min_activity`` (the better-paying or very active middle, such
-   as small hyper-active traders);
-6. ``ordinary_b``: everything else (the middling middle).
+A segment holding more than ``vip_max_share`` of the book, or whose value
+score is below ``vip_min_value``, or whose revenue score is below
+``vip_min_revenue``, is never named ``vip``: without such a segment no
+customer is VIP, rather than the best of the rest (a segment of wealthy
+newcomers who have not traded yet is potential, however close the others
+are). Tiers fixed in advance (``sleeping`` for the dormant rule's segment,
+names carried from last month) are kept, and the rest are assigned around
+them.
 
-The defaults sit in the gaps between where segments fell on the synthetic
-books we tried (middling segments within about +-0.3, distinct ones beyond
-+-0.7), so that a segment does not flip tier on a small shift; a segment that
-mixes customer types can still sit near a threshold. Several segments may get the same
-tier and a tier may be empty, so any k names sensibly. With ``ensure_vip``
-(default on), if no segment passes rule 2, the non-sleeping segment with the
-highest value score becomes ``vip`` provided its value is at least
-``vip_fallback_min_value`` and it holds at most ``vip_max_share`` of the
-clustered customers: with a small k a rich minority merged with its nearest
-neighbours still counts as VIP, a third of the book does not.
+**Margin.** ``naming_margin`` is how much closer the segment's name was than
+the runner-up: the increase in the summed squared distance of the best
+assignment in which this segment has another name (``runner_up_tier``). Zero
+means a tie; a small margin flags a segment a person should look at.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
+import numpy as np
 import pandas as pd
+from scipy.optimize import linear_sum_assignment
 
 TIERS: tuple[str, ...] = ("vip", "potential", "ordinary_a", "ordinary_b", "free", "sleeping")
 TIER_RANK: dict[str, int] = {tier: rank for rank, tier in enumerate(TIERS, start=1)}
+SCORES: tuple[str, ...] = ("value", "revenue", "activity", "growth", "tenure")
+
+#: Archetype of each tier, in standard deviations from the average customer, by score.
+DEFAULT_ARCHETYPES: dict[str, dict[str, float]] = {
+    "vip": {"value": 2.0, "revenue": 2.0, "activity": 1.0, "growth": 0.5, "tenure": 0.5},
+    "potential": {"value": 1.0, "revenue": -0.5, "activity": -0.5, "growth": 1.5, "tenure": -1.0},
+    "ordinary_a": {"value": -0.25, "revenue": 1.0, "activity": 1.5, "growth": 0.0, "tenure": 0.0},
+    "ordinary_b": {"value": 0.25, "revenue": 0.0, "activity": 0.0, "growth": 0.0, "tenure": 0.0},
+    "free": {"value": -1.0, "revenue": -1.0, "activity": -0.75, "growth": 0.0, "tenure": 0.0},
+    "sleeping": {"value": -0.5, "revenue": -1.5, "activity": -2.5, "growth": -0.5, "tenure": 0.5},
+}
+
+#: Money and count indicators get the signed log before they are standardised.
+SKEWED_INDICATORS = (
+    "avg_assets",
+    "realised_revenue",
+    "commission_contribution",
+    "interest_contribution",
+    "net_inflow",
+    "trade_count",
+)
+
+
+def _default_archetypes() -> tuple[tuple[str, tuple[tuple[str, float], ...]], ...]:
+    return tuple((tier, tuple(point.items())) for tier, point in DEFAULT_ARCHETYPES.items())
 
 
 @dataclass(frozen=True)
 class NamingRules:
-    """Thresholds of the naming rules; z thresholds are in standard deviations."""
+    """The score definitions, the archetypes and the VIP cap of the naming."""
 
-    value_indicators: tuple[str, ...] = (
-        "avg_assets",
-        "commission_contribution",
-        "interest_contribution",
-    )
-    revenue_indicators: tuple[str, ...] = ("commission_contribution", "interest_contribution")
-    activity_indicators: tuple[str, ...] = ("active_days", "trade_count", "active_month_share")
+    value_indicators: tuple[str, ...] = ("avg_assets",)
+    revenue_indicators: tuple[str, ...] = ("realised_revenue",)
+    activity_indicators: tuple[str, ...] = ("trade_count", "active_days", "active_month_share")
     recency_indicator: str = "recency_days"
-    growth_indicators: tuple[str, ...] = ("avg_assets", "net_inflow")
-    tenure_indicator: str = "tenure_months"
-    sleeping_min_recency_days: float = 270.0
-    sleeping_min_tenure_months: float = 12.0
+    growth_indicators: tuple[str, ...] = ("net_inflow",)
+    tenure_indicators: tuple[str, ...] = ("tenure_months",)
+    #: (tier, ((score, z), ...)) per tier: a tuple so the rules stay hashable and frozen
+    archetypes: tuple[tuple[str, tuple[tuple[str, float], ...]], ...] = field(
+        default_factory=_default_archetypes
+    )
+    #: a segment holding more of the book than this is never named vip
+    vip_max_share: float = 0.10
+    #: nor one whose value score is below this (VIP is an elite of high value)
     vip_min_value: float = 1.0
-    vip_min_revenue: float = 0.75
-    potential_min_growth: float = 0.75
-    potential_max_activity: float = -0.25
-    potential_min_revenue_gap: float = 0.4
-    free_max_value: float = -0.5
-    free_max_activity: float = 0.0
-    ordinary_a_min_value: float = 0.5
-    ordinary_a_min_activity: float = 0.75
-    ensure_vip: bool = True
-    vip_fallback_min_value: float = 0.5
-    vip_max_share: float = 0.15
+    #: nor one whose revenue score is below this: money that has not traded yet
+    #: is potential, not VIP
+    vip_min_revenue: float = 0.5
+
+    def __post_init__(self):
+        tiers = [tier for tier, _ in self.archetypes]
+        if sorted(tiers) != sorted(TIERS):
+            raise ValueError(f"archetypes must name each tier once: {TIERS}, got {tiers}")
+        for tier, point in self.archetypes:
+            unknown = sorted({score for score, _ in point} - set(SCORES))
+            if unknown:
+                raise ValueError(f"archetype {tier}: unknown scores {unknown} (known: {SCORES})")
+
+    def archetype_matrix(self) -> pd.DataFrame:
+        """Tiers x scores (TIERS order); a score an archetype does not give is 0."""
+        points = {tier: dict(point) for tier, point in self.archetypes}
+        return pd.DataFrame(
+            [[points[tier].get(score, 0.0) for score in SCORES] for tier in TIERS],
+            index=pd.Index(TIERS, name="tier"),
+            columns=list(SCORES),
+            dtype=np.float64,
+        )
 
     def to_dict(self) -> dict:
-        """Plain JSON-able dict (tuples become lists)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        """Plain JSON-able dict (tuples become lists, archetypes a mapping)."""
+        out = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        out["archetypes"] = {tier: dict(point) for tier, point in self.archetypes}
+        return out
 
     @classmethod
     def from_dict(cls, values: dict) -> NamingRules:
+        values = dict(values)
+        if "archetypes" in values:
+            values["archetypes"] = tuple(
+                (tier, tuple((str(s), float(z)) for s, z in dict(point).items()))
+                for tier, point in values["archetypes"].items()
+            )
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
     def indicators(self) -> list[str]:
-        """Every indicator the rules read."""
+        """Every indicator the scores read."""
         names = [
             *self.value_indicators,
             *self.revenue_indicators,
             *self.activity_indicators,
             self.recency_indicator,
             *self.growth_indicators,
-            self.tenure_indicator,
+            *self.tenure_indicators,
         ]
         return list(dict.fromkeys(names))
 
@@ -115,82 +170,163 @@ class NamingRules:
 DEFAULT_RULES = NamingRules()
 
 
-def segment_scores(mean_z: pd.DataFrame, rules: NamingRules = DEFAULT_RULES) -> pd.DataFrame:
-    """Value, revenue, activity and growth scores per segment (rows of ``mean_z``)."""
-    activity = pd.concat(
-        [mean_z[list(rules.activity_indicators)], -mean_z[[rules.recency_indicator]]], axis=1
-    )
-    return pd.DataFrame(
-        {
-            "value_score": mean_z[list(rules.value_indicators)].mean(axis=1),
-            "revenue_score": mean_z[list(rules.revenue_indicators)].mean(axis=1),
-            "activity_score": activity.mean(axis=1),
-            "growth_score": mean_z[list(rules.growth_indicators)].max(axis=1),
-        },
-        index=mean_z.index,
-    )
+def naming_frame(X: pd.DataFrame, rules: NamingRules = DEFAULT_RULES) -> pd.DataFrame:
+    """The indicators the scores read, as float64, from a ``customer_indicators`` frame.
+
+    ``realised_revenue`` is taken from the column when there is one, else
+    computed as ``commission_contribution + interest_contribution`` (both
+    realised revenue in the marts). Missing values become 0.
+    """
+    columns = {}
+    for name in rules.indicators():
+        if name in X.columns:
+            values = X[name]
+        elif name == "realised_revenue":
+            values = X["commission_contribution"] + X["interest_contribution"]
+        else:
+            raise KeyError(f"naming needs the indicator {name!r}, which the input lacks")
+        columns[name] = pd.to_numeric(values, errors="coerce").to_numpy(np.float64, na_value=np.nan)
+    out = pd.DataFrame(columns, index=X.index)
+    out = out.where(np.isfinite(out), np.nan).fillna(0.0)
+    skewed = [c for c in out.columns if c in SKEWED_INDICATORS]
+    out[skewed] = np.sign(out[skewed]) * np.log1p(np.abs(out[skewed]))
+    return out
+
+
+def segment_scores(
+    prepared: pd.DataFrame,
+    labels: np.ndarray,
+    reference: np.ndarray,
+    rules: NamingRules = DEFAULT_RULES,
+) -> pd.DataFrame:
+    """The five scores per segment (rows indexed by segment id, columns :data:`SCORES`).
+
+    ``prepared`` is :func:`naming_frame` output, ``labels`` the segment of each
+    row and ``reference`` a boolean mask of the rows the z are standardised on
+    (the clustered customers).
+    """
+    reference_rows = prepared[reference]
+    mean = reference_rows.mean()
+    std = reference_rows.std(ddof=0).replace(0.0, 1.0)
+    z = (prepared - mean) / std
+    z[rules.recency_indicator] = -z[rules.recency_indicator]
+    groups = {
+        "value": list(rules.value_indicators),
+        "revenue": list(rules.revenue_indicators),
+        "activity": [*rules.activity_indicators, rules.recency_indicator],
+        "growth": list(rules.growth_indicators),
+        "tenure": list(rules.tenure_indicators),
+    }
+    scores = pd.DataFrame({score: z[columns].mean(axis=1) for score, columns in groups.items()})
+    return scores.groupby(np.asarray(labels)).mean()[list(SCORES)].rename_axis("segment")
 
 
 def name_segments(
-    mean_z: pd.DataFrame,
-    median: pd.DataFrame,
-    sizes: pd.Series,
+    scores: pd.DataFrame,
+    shares: pd.Series,
     rules: NamingRules = DEFAULT_RULES,
+    fixed: dict[int, str] | None = None,
 ) -> pd.DataFrame:
-    """Name every segment by the rules.
+    """Name every segment by the optimal assignment to archetypes.
 
     Parameters
     ----------
-    mean_z : DataFrame (segments x indicators)
-        Mean prepared (standardised) indicator per segment.
-    median : DataFrame (segments x indicators)
-        Median indicator per segment in original units.
-    sizes : Series (segments,)
-        Customers per segment.
+    scores : DataFrame (segments x :data:`SCORES`)
+        :func:`segment_scores` output.
+    shares : Series (segments,)
+        Share of the book in each segment (for the VIP cap).
+    fixed : {segment: tier}, optional
+        Segments whose tier is decided already (the dormant rule's ``sleeping``,
+        carried names); their tiers are not given to any other segment.
 
     Returns
     -------
-    DataFrame indexed like ``mean_z`` with the four scores, ``tier`` (str) and
-    ``rule`` (str: which rule named it).
+    DataFrame indexed like ``scores`` with the scores, ``tier``, ``rule``
+    (``archetype``, ``archetype_nearest`` for a segment beyond the one-to-one
+    assignment, or ``fixed``), ``archetype_distance`` (Euclidean distance to its
+    tier's archetype), ``naming_margin`` and ``runner_up_tier``.
     """
-    missing = sorted(set(rules.indicators()) - set(mean_z.columns))
-    if missing:
-        raise KeyError(f"naming rules need indicators that were not modelled: {missing}")
-    scores = segment_scores(mean_z, rules)
-    recency = median[rules.recency_indicator]
-    tenure = median[rules.tenure_indicator]
-    tiers, reasons = [], []
-    for segment, s in scores.iterrows():
-        if (
-            recency[segment] >= rules.sleeping_min_recency_days
-            and tenure[segment] >= rules.sleeping_min_tenure_months
-        ):
-            tier, rule = "sleeping", "recency"
-        elif s.value_score >= rules.vip_min_value and s.revenue_score >= rules.vip_min_revenue:
-            tier, rule = "vip", "value"
-        elif s.growth_score >= rules.potential_min_growth and (
-            s.activity_score <= rules.potential_max_activity
-            or s.revenue_score <= s.growth_score - rules.potential_min_revenue_gap
-        ):
-            tier, rule = "potential", "growth_without_revenue"
-        elif s.value_score <= rules.free_max_value and s.activity_score <= rules.free_max_activity:
-            tier, rule = "free", "low_value_low_activity"
-        elif (
-            s.value_score >= rules.ordinary_a_min_value
-            or s.activity_score >= rules.ordinary_a_min_activity
-        ):
-            tier, rule = "ordinary_a", "value_or_activity"
-        else:
-            tier, rule = "ordinary_b", "rest"
-        tiers.append(tier)
-        reasons.append(rule)
-    out = scores.assign(tier=tiers, rule=reasons)
-    awake = out[out["tier"] != "sleeping"]
-    if rules.ensure_vip and len(awake) and not (out["tier"] == "vip").any():
-        best = awake["value_score"].idxmax()
-        share = sizes.get(best, 0) / max(float(sizes.sum()), 1.0)
-        if awake.loc[best, "value_score"] >= rules.vip_fallback_min_value and (
-            share <= rules.vip_max_share
-        ):
-            out.loc[best, ["tier", "rule"]] = ["vip", "highest_value"]
+    fixed = dict(fixed or {})
+    archetypes = rules.archetype_matrix()
+    segments = list(scores.index)
+    free_segments = [s for s in segments if s not in fixed]
+    open_tiers = [t for t in TIERS if t not in set(fixed.values())]
+    S = scores.loc[free_segments, list(SCORES)].to_numpy(np.float64)
+    A = archetypes.loc[open_tiers].to_numpy(np.float64)
+    cost = ((S[:, None, :] - A[None, :, :]) ** 2).sum(axis=2)
+    not_vip = np.array(
+        [
+            float(shares.get(s, 0.0)) > rules.vip_max_share
+            or scores.loc[s, "value"] < rules.vip_min_value
+            or scores.loc[s, "revenue"] < rules.vip_min_revenue
+            for s in free_segments
+        ],
+        dtype=bool,
+    )
+    if "vip" in open_tiers:
+        cost[not_vip, open_tiers.index("vip")] = np.inf
+
+    tiers = dict(fixed)
+    rules_used = dict.fromkeys(fixed, "fixed")
+    margins: dict[int, float] = dict.fromkeys(segments, np.nan)
+    runner_up: dict[int, str | None] = dict.fromkeys(segments)
+    if free_segments and open_tiers:
+        rows, cols, total = _assign(cost)
+        total += _leftover_cost(cost, rows)
+        for r, c in zip(rows, cols, strict=True):
+            tiers[free_segments[r]] = open_tiers[c]
+            rules_used[free_segments[r]] = "archetype"
+            forbidden = cost.copy()
+            forbidden[r, c] = np.inf
+            if not np.isfinite(forbidden[r]).any():
+                continue  # no other name is possible for this segment
+            alt_rows, alt_cols, alt_total = _assign(forbidden)
+            # segments the alternative leaves out take their nearest other archetype
+            alt_total += _leftover_cost(forbidden, alt_rows)
+            alt = dict(zip(alt_rows.tolist(), alt_cols.tolist(), strict=True))
+            j = alt[r] if r in alt else int(np.argmin(forbidden[r]))
+            margins[free_segments[r]] = max(alt_total - total, 0.0)
+            runner_up[free_segments[r]] = open_tiers[j]
+    all_tiers = archetypes.to_numpy(np.float64)
+    for position, segment in enumerate(free_segments):
+        if segment in tiers:
+            continue
+        # more segments than tiers: the nearest archetype, the VIP cap still applies
+        distance = ((S[position] - all_tiers) ** 2).sum(axis=1)
+        if not_vip[position]:
+            distance[TIERS.index("vip")] = np.inf
+        order = np.argsort(distance, kind="stable")
+        tiers[segment] = TIERS[order[0]]
+        rules_used[segment] = "archetype_nearest"
+        margins[segment] = float(distance[order[1]] - distance[order[0]])
+        runner_up[segment] = TIERS[order[1]]
+
+    out = scores.copy()
+    out["tier"] = [tiers[s] for s in segments]
+    out["rule"] = [rules_used[s] for s in segments]
+    points = archetypes.loc[out["tier"]].to_numpy(np.float64)
+    out["archetype_distance"] = np.sqrt(((out[list(SCORES)].to_numpy() - points) ** 2).sum(axis=1))
+    out["naming_margin"] = [margins[s] for s in segments]
+    out["runner_up_tier"] = [runner_up[s] for s in segments]
     return out
+
+
+def _leftover_cost(cost: np.ndarray, assigned_rows: np.ndarray) -> float:
+    """Summed cost of the rows an assignment left out, each at its cheapest column."""
+    left = np.setdiff1d(np.arange(cost.shape[0]), assigned_rows)
+    finite = [cost[r][np.isfinite(cost[r])] for r in left]
+    return float(sum(row.min() for row in finite if row.size))
+
+
+def _assign(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """Minimum-cost one-to-one assignment over finite costs: (rows, cols, total).
+
+    Pairs with an infinite cost are never chosen; a row that can only be paired
+    at infinite cost is left out (returned rows are a subset).
+    """
+    finite = np.isfinite(cost)
+    big = (np.abs(cost[finite]).sum() + 1.0) * 1e3 if finite.any() else 1.0
+    rows, cols = linear_sum_assignment(np.where(finite, cost, big))
+    keep = finite[rows, cols]
+    rows, cols = rows[keep], cols[keep]
+    return rows, cols, float(cost[rows, cols].sum())

@@ -24,7 +24,12 @@ import pandas as pd
 from scipy.optimize import linear_sum_assignment
 from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.cluster import KMeans
-from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score, silhouette_score
+from sklearn.metrics import (
+    adjusted_rand_score,
+    calinski_harabasz_score,
+    davies_bouldin_score,
+    silhouette_score,
+)
 from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
@@ -215,6 +220,7 @@ def k_diagnostics(
     max_iter: int = 300,
     random_state: int = 0,
     silhouette_sample_size: int = 10_000,
+    stability_runs: int = 2,
 ) -> pd.DataFrame:
     """K-means quality over a range of k, one row per k, for a person to plot.
 
@@ -228,17 +234,57 @@ def k_diagnostics(
     DataFrame with columns ``k`` (int), ``inertia`` (within-segment sum of
     squares; look for the elbow), ``silhouette`` (on a seeded sample of
     ``silhouette_sample_size`` rows; higher is better), ``calinski_harabasz``
-    (higher is better), ``davies_bouldin`` (lower is better), ``n_iter``.
+    (higher is better), ``davies_bouldin`` (lower is better), ``stability``
+    (mean adjusted Rand index between the segments of the full fit and those of
+    ``stability_runs`` fits on random halves of the rows with other seeds, all
+    rows assigned to their nearest centroid: 1 = the same segments whatever the
+    sample and seed), ``n_iter``.
     """
     X = np.asarray(X, dtype=np.float64)
+    rng = np.random.default_rng(random_state)
+    halves = [
+        np.sort(rng.choice(len(X), size=max(len(X) // 2, 1), replace=False))
+        for _ in range(stability_runs)
+    ]
     rows = []
     for k in k_values:
         seg = KMeansSegmenter(
             n_clusters=int(k), n_init=n_init, max_iter=max_iter, random_state=random_state
         ).fit(X)
         quality = cluster_quality(X, seg.labels_, silhouette_sample_size, random_state)
-        rows.append({"k": int(k), "inertia": seg.inertia_, **quality, "n_iter": seg.n_iter_})
+        agreement = [
+            adjusted_rand_score(
+                seg.labels_,
+                KMeansSegmenter(
+                    n_clusters=int(k),
+                    n_init=n_init,
+                    max_iter=max_iter,
+                    random_state=random_state + 1 + run,
+                )
+                .fit(X[half])
+                .predict(X),
+            )
+            for run, half in enumerate(halves)
+            if len(half) >= k
+        ]
+        rows.append(
+            {
+                "k": int(k),
+                "inertia": seg.inertia_,
+                **quality,
+                "stability": float(np.mean(agreement)) if agreement else float("nan"),
+                "n_iter": seg.n_iter_,
+            }
+        )
     return pd.DataFrame(
         rows,
-        columns=["k", "inertia", "silhouette", "calinski_harabasz", "davies_bouldin", "n_iter"],
+        columns=[
+            "k",
+            "inertia",
+            "silhouette",
+            "calinski_harabasz",
+            "davies_bouldin",
+            "stability",
+            "n_iter",
+        ],
     )

@@ -147,8 +147,8 @@ def _draw_type(
 
     margin_usage = np.where(rng.random(n) < p_margin, rng.uniform(0.05, 0.45, n), 0.0)
     gross = assets / (1 - margin_usage)
-    cash = assets * rng.uniform(0.05, 0.4, n)
-    interest = cash * 0.004 + margin_usage * gross * 0.06
+    # margin interest charged, as the mart's interest_contribution (nothing imputed on cash)
+    interest = margin_usage * gross * 0.06
 
     if name == "potential":
         net_inflow = assets * rng.uniform(0.5, 1.0, n)

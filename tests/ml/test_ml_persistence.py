@@ -35,6 +35,7 @@ COLUMNS = {
         "ss_loadings",
         "variance_explained",
         "cumulative_variance_explained",
+        "cluster_weight",
     ],
     "model_loadings": [
         "indicator",
@@ -56,6 +57,10 @@ COLUMNS = {
         "revenue_score",
         "activity_score",
         "growth_score",
+        "tenure_score",
+        "archetype_distance",
+        "naming_margin",
+        "runner_up_tier",
     ],
     "model_segment_profiles": ["segment", "indicator", "median", "mean_z"],
     "model_quality": ["metric", "value"],
@@ -146,9 +151,11 @@ scores as (
     group by p.customer_id, l.factor
 ),
 distances as (
-    select s.customer_id, c.segment, sum((s.score - c.centroid) ^ 2) as d2
+    -- each factor weighted by the variance it explains, as K-means fitted
+    select s.customer_id, c.segment, sum(f.cluster_weight * (s.score - c.centroid) ^ 2) as d2
     from scores as s
     join model_centroids as c on s.factor = c.factor
+    join model_factors as f on s.factor = f.factor
     group by s.customer_id, c.segment
 ),
 nearest as (

@@ -87,6 +87,7 @@ def test_k_diagnostics_is_a_plottable_table_that_points_at_the_true_k(blobs):
         "silhouette",
         "calinski_harabasz",
         "davies_bouldin",
+        "stability",
         "n_iter",
     ]
     assert table["k"].tolist() == [2, 3, 4, 5, 6]
@@ -95,6 +96,9 @@ def test_k_diagnostics_is_a_plottable_table_that_points_at_the_true_k(blobs):
     assert best["silhouette"].idxmax() == 3
     assert best["calinski_harabasz"].idxmax() == 3
     assert best["davies_bouldin"].idxmin() == 3
+    # at the true k every half-sample fit finds the same blobs
+    assert best.loc[3, "stability"] > 0.99
+    assert table["stability"].between(-1, 1).all()
 
 
 def test_cluster_quality_is_nan_for_a_single_cluster(blobs):

@@ -7,12 +7,13 @@ Dagster, no DuckDB connection. The caller writes the frames to the warehouse.
 table                         built by
 ============================  ==================================================
 ``service_plans``             :func:`load_service_plans` (``config/service_plans.yml``)
-``customer_tiers``            :func:`customer_tiers` (``TieringModel.assign`` + overrides)
+``customer_tiers``            :func:`customer_tiers` (``assign``, hysteresis, overrides)
 ``customer_tier_history``     :func:`history_upsert` of ``customer_tiers`` rows
 ``tier_profiles``             :func:`tier_profiles`
 ``tier_migrations``           :func:`tier_migrations`
 overrides audit               :func:`load_overrides` then :func:`override_audit`
 ``model_runs``                :func:`model_run_row`
+``model_k_diagnostics``       :func:`k_diagnostics_table` (``TieringModel.diagnose_k``)
 ``model_*``                   :func:`model_tables`
 ============================  ==================================================
 
@@ -421,8 +422,9 @@ def customer_tiers(
     run_id: str,
     *,
     plans: pd.DataFrame,
+    hysteresis: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """The ``tiers.customer_tiers`` rows for one month: model tiers with overrides applied.
+    """The ``tiers.customer_tiers`` rows for one month: model tiers, hysteresis, overrides.
 
     Parameters
     ----------
@@ -436,16 +438,26 @@ def customer_tiers(
         ``valid_until``; at most one row per customer, every customer graded.
     plans : DataFrame
         :func:`load_service_plans` output, for ``tier_name``.
+    hysteresis : DataFrame or None
+        ``ml.apply_hysteresis`` of ``assigned``'s tiers: ``customer_id``,
+        ``tier`` (published before overrides), ``pending_tier``,
+        ``pending_months``; one row per customer of ``assigned``. None
+        publishes the model tiers (nothing pending).
 
     Returns
     -------
     One row per customer, sorted by ``customer_id``:
-    ``customer_id``, ``as_of_date`` (date), ``tier`` (code after override),
-    ``tier_rank`` (int, 1 = vip .. 6 = sleeping), ``tier_name`` (display name of
-    ``tier``), ``model_tier`` (the model's code), ``segment`` (int, 0 = dormant
-    rule), ``is_override`` (bool), ``override_reason`` (text or NaN),
-    ``override_valid_until`` (date, NA = no end or no override), ``reason``
-    (``override:<reason>`` or the model's reason, e.g.
+    ``customer_id``, ``as_of_date`` (date), ``tier`` (published code: the
+    override's, else ``hysteresis_tier``), ``tier_rank`` (int, 1 = vip .. 6 =
+    sleeping), ``tier_name`` (display name of ``tier``), ``model_tier`` (the
+    model's code this month), ``hysteresis_tier`` (the model tier after
+    hysteresis, before overrides), ``pending_tier`` (the model tier waiting to
+    be published, NaN when none), ``pending_months`` (int, months it has
+    waited), ``segment`` (int, 0 = dormant rule), ``is_override`` (bool),
+    ``override_reason`` (text or NaN), ``override_valid_until`` (date, NA = no
+    end or no override), ``reason`` (``override:<reason>``; else
+    ``hysteresis:pending_tier=<code>|pending_months=<n>`` when hysteresis
+    holds the published tier; else the model's reason, e.g.
     ``segment=4|avg_assets=+2.31|...``),
     ``factor_1`` .. ``factor_m`` (float, regression factor scores),
     ``driver_1`` .., ``driver_1_z`` .., ``nearest_other_tier``,
@@ -460,15 +472,36 @@ def customer_tiers(
     if not ids.is_unique:
         raise ValueError("assigned has more than one row for a customer")
     model_codes = _tier_codes(base["tier"], "assigned")
-    codes = model_codes.copy()
-    is_override = np.zeros(len(base), dtype=bool)
-    override_reason = np.full(len(base), None, dtype=object)
-    override_until = np.full(len(base), None, dtype=object)
     reason = (
         base["reason"].to_numpy(dtype=object)
         if "reason" in base
         else ("segment=" + base["segment"].astype("str")).to_numpy(dtype=object)
     ).copy()
+    if hysteresis is None:
+        held_codes = model_codes.copy()
+        pending_tier = pd.Series(np.nan, index=range(len(base)), dtype="str")
+        pending_months = np.zeros(len(base), dtype=np.int64)
+    else:
+        published = hysteresis.set_index(hysteresis["customer_id"].astype("str"))
+        if not published.index.is_unique or not published.index.sort_values().equals(
+            ids.sort_values()
+        ):
+            raise ValueError("hysteresis must have exactly one row per customer of assigned")
+        published = published.reindex(ids)
+        held_codes = _tier_codes(published["tier"], "hysteresis")
+        pending_tier = published["pending_tier"].astype("str").reset_index(drop=True)
+        pending_months = published["pending_months"].to_numpy(dtype=np.int64)
+        held = held_codes != model_codes
+        reason[held] = (
+            "hysteresis:pending_tier="
+            + pending_tier[held].to_numpy(dtype=object)
+            + "|pending_months="
+            + pending_months[held].astype(str).astype(object)
+        )
+    codes = held_codes.copy()
+    is_override = np.zeros(len(base), dtype=bool)
+    override_reason = np.full(len(base), None, dtype=object)
+    override_until = np.full(len(base), None, dtype=object)
 
     ov = _valid_frame([]) if overrides is None else overrides.reset_index(drop=True)
     if len(ov):
@@ -496,6 +529,9 @@ def customer_tiers(
             "tier_rank": _RANKS[codes],
             "tier_name": _from_codes(codes, tier_names.tolist()),
             "model_tier": _from_codes(model_codes, TIERS),
+            "hysteresis_tier": _from_codes(held_codes, TIERS),
+            "pending_tier": pending_tier,
+            "pending_months": pending_months,
             "segment": base["segment"].to_numpy(dtype=np.int64),
             "is_override": is_override,
             "override_reason": pd.Series(override_reason, dtype="str"),
@@ -788,13 +824,23 @@ def model_run_row(
     params: Mapping[str, Any],
     started_at: dt.datetime,
     finished_at: dt.datetime,
+    *,
+    gates_failed: Iterable[str] = (),
+    accepted_by_operator: bool = False,
 ) -> pd.DataFrame:
     """One ``tiers.model_runs`` row describing a fitted (or loaded) model's run.
 
     Returns one row: ``run_id``, ``as_of_date`` (date), ``started_at``,
     ``finished_at`` (timestamps as given, tz kept), ``n_customers``,
-    ``window_months``, ``k`` (K-means segments, dormant segment not counted),
-    ``n_factors`` (ints), then from ``model.quality_`` (float, NaN when the
+    ``window_months``, ``k`` (segments in all, the dormant rule's included),
+    ``kmeans_k`` (segments K-means fitted), ``n_factors`` (ints),
+    ``factor_count_rule`` (which rule set the number of factors, e.g.
+    ``parallel``, ``kaiser``, ``fixed``), ``extraction``
+    (``principal_components`` or ``principal_axis``), ``gates_failed``
+    (comma-separated names of the gates the grading failed, ``''`` when
+    none), ``accepted_by_operator`` (bool: gates failed and an operator
+    accepted the grading, so it was published), then from ``model.quality_``
+    (float, NaN when the
     model does not report it): ``kmo``, ``bartlett_statistic``,
     ``bartlett_p_value``, ``variance_explained`` (share 0-1 of the indicators'
     variance the retained factors explain), ``silhouette``,
@@ -812,18 +858,31 @@ def model_run_row(
         "finished_at": pd.Timestamp(finished_at),
         "n_customers": int(n_customers),
         "window_months": int(window_months),
-        "k": len(model.segmenter_.segment_ids_),
+        "k": len(model.segments_),
+        "kmeans_k": len(model.segmenter_.segment_ids_),
         "n_factors": int(model.factor_model_.n_factors_),
+        "factor_count_rule": str(model.factor_model_.selection_),
+        "extraction": str(model.factor_model_.extraction),
+        "gates_failed": ",".join(gates_failed),
+        "accepted_by_operator": bool(accepted_by_operator),
         **{metric: float(quality.get(metric, np.nan)) for metric in RUN_QUALITY_METRICS},
         "indicator_columns": ",".join(model.columns_),
         "params": json.dumps(dict(params), sort_keys=True, default=_json_text),
     }
     out = pd.DataFrame([row])
     out["as_of_date"] = _constant_date(row["as_of_date"], 1)
-    for column in ("run_id", "indicator_columns", "params"):
+    for column in (
+        "run_id",
+        "factor_count_rule",
+        "extraction",
+        "gates_failed",
+        "indicator_columns",
+        "params",
+    ):
         out[column] = out[column].astype("str")
-    for column in ("n_customers", "window_months", "k", "n_factors"):
+    for column in ("n_customers", "window_months", "k", "kmeans_k", "n_factors"):
         out[column] = out[column].astype(np.int64)
+    out["accepted_by_operator"] = out["accepted_by_operator"].astype(bool)
     return out.astype({metric: np.float64 for metric in RUN_QUALITY_METRICS})
 
 
@@ -853,6 +912,44 @@ def model_tables(model: TieringModel, run_id: str, as_of: dt.date) -> dict[str, 
         table.insert(0, "as_of_date", _constant_date(as_of, len(table)))
         table.insert(0, "run_id", pd.Series([run_id] * len(table), dtype="str"))
         out[name] = table
+    return out
+
+
+#: ``tiers.model_k_diagnostics`` columns after ``as_of_date`` and ``run_id``.
+K_DIAGNOSTICS_COLUMNS = (
+    "k",
+    "kmeans_k",
+    "inertia",
+    "silhouette",
+    "calinski_harabasz",
+    "davies_bouldin",
+    "stability",
+    "n_iter",
+)
+
+
+def k_diagnostics_table(diagnostics: pd.DataFrame, run_id: str, as_of: dt.date) -> pd.DataFrame:
+    """``tiers.model_k_diagnostics`` rows: ``TieringModel.diagnose_k`` for one graded month.
+
+    Returns one row per k, by k: ``as_of_date`` (date), ``run_id``, ``k``
+    (segments in all, the dormant rule's included, as ``model_runs.k``),
+    ``kmeans_k`` (segments K-means fits), ``inertia``, ``silhouette``,
+    ``calinski_harabasz``, ``davies_bouldin``, ``stability`` (floats, NaN
+    where not computable; see :func:`ml.k_diagnostics`), ``n_iter`` (int).
+    """
+    as_of = _as_date(as_of)
+    table = diagnostics.sort_values("k").reset_index(drop=True)
+    out = pd.DataFrame(
+        {
+            "as_of_date": _constant_date(as_of, len(table)),
+            "run_id": pd.Series([run_id] * len(table), dtype="str"),
+        }
+    )
+    for column in K_DIAGNOSTICS_COLUMNS:
+        values = table[column].to_numpy()
+        out[column] = values.astype(
+            np.int64 if column in ("k", "kmeans_k", "n_iter") else np.float64
+        )
     return out
 
 

@@ -19,12 +19,13 @@ import pandas as pd
 import pytest
 import yaml
 
-from ml import ALL_INDICATORS, TIER_RANK, TIERS, TieringModel
+from ml import ALL_INDICATORS, TIER_RANK, TIERS, TieringModel, apply_hysteresis
 from orchestration.config import ConfigError
 from orchestration.tier_tables import (
     SERVICE_PLANS_PATH,
     customer_tiers,
     history_upsert,
+    k_diagnostics_table,
     load_overrides,
     load_service_plans,
     model_run_row,
@@ -366,6 +367,46 @@ def test_customer_tiers_without_overrides_are_the_models(tiers, assigned):
     np.testing.assert_array_equal(tiers[factors].to_numpy(), model[factors].to_numpy())
 
 
+def test_customer_tiers_show_the_model_tier_and_the_published_one(tmp_path, assigned, plans):
+    """Hysteresis holds some customers in last month's tier; an override wins over both."""
+    held, overridden, moved = (_customer_of_tier(assigned, "free", i) for i in range(3))
+    last_month = pd.DataFrame(
+        {
+            "customer_id": [held, overridden, moved],
+            "tier": ["vip", "vip", "vip"],
+            "pending_tier": [None, None, "free"],
+            "pending_months": [0, 0, 1],
+        }
+    )
+    hysteresis = apply_hysteresis(assigned[["customer_id", "tier"]], last_month, patience=2)
+    path = _write_overrides(tmp_path / "o.csv", [[overridden, "potential", "campaign", ""]])
+    overrides = load_overrides(path, AS_OF, assigned["customer_id"])
+    out = customer_tiers(
+        assigned, overrides.valid, AS_OF, RUN_ID, plans=plans, hysteresis=hysteresis
+    ).set_index("customer_id")
+
+    row = out.loc[held]
+    assert (row["tier"], row["model_tier"], row["hysteresis_tier"]) == ("vip", "free", "vip")
+    assert (row["pending_tier"], row["pending_months"]) == ("free", 1)
+    assert row["reason"] == "hysteresis:pending_tier=free|pending_months=1"
+    assert row["tier_rank"] == 1 and not row["is_override"]
+    row = out.loc[overridden]
+    assert (row["tier"], row["model_tier"], row["hysteresis_tier"]) == ("potential", "free", "vip")
+    assert row["is_override"] and row["reason"] == "override:campaign"
+    row = out.loc[moved]  # second month in free: published
+    assert (row["tier"], row["hysteresis_tier"], row["pending_months"]) == ("free", "free", 0)
+    assert pd.isna(row["pending_tier"]) and row["reason"].startswith("segment=")
+    others = out.drop(index=[held, overridden, moved])
+    assert (others["tier"] == others["model_tier"]).all()  # new this month: the model's tier
+    assert (others["pending_months"] == 0).all() and others["pending_tier"].isna().all()
+
+
+def test_customer_tiers_refuse_hysteresis_rows_of_other_customers(assigned, plans):
+    hysteresis = apply_hysteresis(assigned[["customer_id", "tier"]].iloc[1:])
+    with pytest.raises(ValueError, match="one row per customer"):
+        customer_tiers(assigned, None, AS_OF, RUN_ID, plans=plans, hysteresis=hysteresis)
+
+
 def test_customer_tiers_carry_no_personal_data(assigned, plans, book):
     with_personal = assigned.assign(
         birth_year=book["birth_year"].to_numpy(),
@@ -537,8 +578,12 @@ def test_model_run_row_reports_the_models_quality(model, book):
     assert run["run_id"] == RUN_ID and run["as_of_date"] == AS_OF
     assert run["started_at"] == started and run["finished_at"] == finished
     assert run["n_customers"] == len(book) and run["window_months"] == 12
-    assert run["k"] == model.n_clusters
+    assert run["k"] == len(model.segments_) == model.n_clusters
+    assert run["kmeans_k"] == (model.segments_["source"] == "kmeans").sum()
     assert run["n_factors"] == len(model.to_tables()["model_factors"])
+    assert run["factor_count_rule"] == model.factor_model_.selection_
+    assert run["extraction"] == model.extraction
+    assert run["gates_failed"] == "" and not run["accepted_by_operator"]
     for metric in ("kmo", "bartlett_p_value", "variance_explained", "silhouette", "inertia"):
         assert run[metric] == model.quality_[metric]
     assert run["indicator_columns"].split(",") == list(model.columns_)
@@ -554,6 +599,34 @@ def test_model_run_row_leaves_unreported_metrics_null(model, book):
     row = model_run_row(partial, RUN_ID, AS_OF, 12, len(book), {}, now, now)
     assert row["davies_bouldin"].isna().all()
     assert row["kmo"].notna().all()
+
+
+def test_model_run_row_records_failed_and_accepted_gates(model, book):
+    now = dt.datetime(2026, 11, 21, tzinfo=dt.UTC)
+    row = model_run_row(
+        model,
+        RUN_ID,
+        AS_OF,
+        12,
+        len(book),
+        {},
+        now,
+        now,
+        gates_failed=["kmo_adequate", "vip_share"],
+        accepted_by_operator=True,
+    )
+    assert row["gates_failed"].tolist() == ["kmo_adequate,vip_share"]
+    assert row["accepted_by_operator"].dtype == bool and row["accepted_by_operator"].all()
+
+
+def test_k_diagnostics_table_adds_month_and_run(model, book):
+    diagnostics = model.diagnose_k(book, range(2, 5), 500)
+    table = k_diagnostics_table(diagnostics.iloc[::-1], RUN_ID, AS_OF)
+    assert list(table.columns[:4]) == ["as_of_date", "run_id", "k", "kmeans_k"]
+    assert table["k"].tolist() == [2, 3, 4]
+    assert (table["as_of_date"] == AS_OF).all() and (table["run_id"] == RUN_ID).all()
+    for column in ("inertia", "silhouette", "calinski_harabasz", "davies_bouldin", "stability"):
+        np.testing.assert_array_equal(table[column], diagnostics[column].to_numpy())
 
 
 def test_model_tables_add_run_and_month(model):
@@ -587,6 +660,9 @@ def test_every_table_has_one_sql_type_per_column_even_when_empty(
         "empty_audit": override_audit(tiers, no_overrides.rejected, AS_OF, RUN_ID),
         "empty_rejected": no_overrides.rejected,
         "model_runs": model_run_row(model, RUN_ID, AS_OF, 12, len(book), {}, now, now),
+        "model_k_diagnostics": k_diagnostics_table(
+            model.diagnose_k(book, range(2, 4), 500), RUN_ID, AS_OF
+        ),
         **model_tables(model, RUN_ID, AS_OF),
     }
     with duckdb.connect() as con:

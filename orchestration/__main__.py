@@ -2,8 +2,10 @@
 
 Runs Dagster's ``tiering_job`` in-process with the environment's configuration
 (``TIERS_*`` variables), prints a short summary and exits 0; exits 2 when the
-input or the configuration is unusable and 1 when a later step fails. Either
-way nothing is published.
+input or the configuration is unusable and 1 when a later step fails, a gate of
+the grading included (unless the operator accepts the grading with
+``--accept-grading`` or ``TIERS_ACCEPT_GRADING=1``). Either way nothing is
+published.
 """
 
 from __future__ import annotations
@@ -15,8 +17,11 @@ import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from orchestration.config import ConfigError, Settings
+import yaml
+
+from orchestration.config import ConfigError, Settings, parse_flag
 from orchestration.landing import LandingError
 from orchestration.pipeline import PipelineError, prepare_manifest, summary, tier_summary
 
@@ -44,9 +49,24 @@ def main(argv: list[str] | None = None) -> int:
         metavar="FILE",
         help="write each step's start and end time (Unix seconds) to FILE as JSON",
     )
+    run_parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="Dagster run configuration (YAML, as in the launchpad), e.g. the grading's "
+        "hysteresis_patience or gate thresholds under ops: tier_tables: config:",
+    )
+    run_parser.add_argument(
+        "--accept-grading",
+        action="store_true",
+        help="publish the grading even if gates fail (KMO, segment size, VIP share, tier "
+        "changes); the failed gates are logged and recorded in tiers.model_runs "
+        "(also TIERS_ACCEPT_GRADING=1)",
+    )
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
+        config = run_config(args.config, args.accept_grading or parse_flag("TIERS_ACCEPT_GRADING"))
         prepare_manifest()
     except (ConfigError, PipelineError) as error:
         print(f"error: {error}\nNothing was published.", file=sys.stderr)
@@ -67,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         instance = DagsterInstance.ephemeral()
         result = defs.resolve_job_def("tiering_job").execute_in_process(
+            run_config=config,
             instance=instance,
             tags={FULL_REFRESH_TAG: "true"} if args.full_refresh else {},
             raise_on_error=False,
@@ -78,7 +99,15 @@ def main(argv: list[str] | None = None) -> int:
         errors = [e.step_failure_data.error for e in failures if e.step_failure_data.error]
         root = [cause for error in errors for cause in _chain(error)]
         kinds = {cause.cls_name for cause in root}
-        message = "; ".join(cause.message.strip() for cause in root[-1:]) or "the job failed"
+        # a dagster.Failure (a gate) carries its reason as the description
+        described = [
+            e.step_failure_data.user_failure_data.description
+            for e in failures
+            if e.step_failure_data.user_failure_data
+            and e.step_failure_data.user_failure_data.description
+        ]
+        message = "; ".join(described or [c.message.strip() for c in root[-1:]])
+        message = message or "the job failed"
         step = failures[0].step_key if failures else "?"
         print(
             f"error in step {step}: {message}\nNothing was published; "
@@ -89,6 +118,26 @@ def main(argv: list[str] | None = None) -> int:
     print(summary(settings.warehouse))
     print(tier_summary(settings.warehouse))
     return 0
+
+
+def run_config(path: Path | None, accept_grading: bool) -> dict[str, Any]:
+    """The job's run configuration: ``path``'s YAML (if given), with the operator's acceptance.
+
+    Raises :class:`ConfigError` when the file cannot be read or is not a mapping.
+    """
+    config: dict[str, Any] = {}
+    if path is not None:
+        try:
+            config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+            raise ConfigError(f"run configuration {path}: cannot read it ({error})") from None
+        if not isinstance(config, dict):
+            raise ConfigError(f"run configuration {path}: expected a mapping (ops: ...)")
+    if accept_grading:
+        ops = config.setdefault("ops", {})
+        grading = ops.setdefault("tier_tables", {}).setdefault("config", {})
+        grading["accept_gates"] = True
+    return config
 
 
 def write_timings(instance, result, path: Path) -> None:

@@ -25,6 +25,7 @@ from dagster import (
     AssetSpec,
     Config,
     ConfigurableResource,
+    Failure,
     MaterializeResult,
     MetadataValue,
     asset,
@@ -39,7 +40,16 @@ from orchestration.config import DBT_PROJECT_DIR, Settings, parse_as_of
 from orchestration.landing import CONTRACT, discover, land
 from orchestration.pipeline import INGESTION, TIER_REPORTING, new_load_id, warehouse_vars
 from orchestration.tier_tables import load_service_plans
-from orchestration.tiering import GradingSettings, contract_violations, grade
+from orchestration.tiering import (
+    DEFAULT_HYSTERESIS_PATIENCE,
+    MODEL_DEFAULTS,
+    GateResult,
+    GateSettings,
+    Grading,
+    GradingSettings,
+    contract_violations,
+    grade,
+)
 
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
 dbt_project.prepare_if_dev()
@@ -53,8 +63,10 @@ TIER_TABLES = (
     "service_plans",
     "model_runs",
     "override_audit",
+    "model_k_diagnostics",
     "model",
 )
+CONTRACT_CHECK = "tier_table_contract"
 
 
 class TiersResource(ConfigurableResource):
@@ -92,18 +104,53 @@ def is_full_refresh(context: AssetExecutionContext) -> bool:
 
 
 class GradingConfig(Config):
-    """Run configuration of the grading, with the library's defaults."""
+    """Run configuration of the grading, with the library's defaults, and its gates.
+
+    A failed gate stops the run before anything is published, unless
+    ``accept_gates`` is set: then the failed gates are logged as warnings,
+    recorded in ``tiers.model_runs`` and the grading is published.
+    """
 
     n_clusters: int = 6
-    n_factors: int | None = None  # None: every factor with eigenvalue > 1
+    n_factors: int | None = None  # None: factor_selection chooses
+    factor_selection: str = MODEL_DEFAULTS["factor_selection"]  # "parallel" or "kaiser"
+    extraction: str = MODEL_DEFAULTS["extraction"]  # or "principal_axis"
+    min_salient_loadings: int = MODEL_DEFAULTS["min_salient_loadings"]
     random_state: int = 0
     dormant_min_recency_days: float | None = 365.0
     dormant_min_tenure_months: float = 12.0
-    # NamingRules thresholds to change (ml/naming.py), e.g. {"vip_min_value": 1.2}
+    # NamingRules thresholds to change (ml/naming.py), e.g. {"vip_max_share": 0.08}
     naming_thresholds: dict[str, float] = {}
-    min_kmo: float = 0.6  # KMO below this: the check warns (below 0.5 it fails)
-    min_segment_share: float = 0.01  # smallest tier share below this: warning
-    max_changed_share: float = 0.25  # share of customers changing tier: warn above, fail above 2x
+    # months in a new model tier before the published tier moves; 1 = no hysteresis
+    hysteresis_patience: int = DEFAULT_HYSTERESIS_PATIENCE
+    min_kmo: float = GateSettings.min_kmo  # gate: KMO at least this
+    min_segment_share: float = GateSettings.min_segment_share  # gate: every K-means segment
+    max_vip_share: float | None = None  # gate: published vip share; None: naming's vip_max_share
+    max_changed_share: float = GateSettings.max_changed_share  # gate: published tier changed
+    accept_gates: bool = False  # publish although gates failed (recorded in model_runs)
+
+    def grading(self) -> GradingSettings:
+        return GradingSettings(
+            n_clusters=self.n_clusters,
+            n_factors=self.n_factors,
+            factor_selection=self.factor_selection,
+            extraction=self.extraction,
+            min_salient_loadings=self.min_salient_loadings,
+            random_state=self.random_state,
+            dormant_min_recency_days=self.dormant_min_recency_days,
+            dormant_min_tenure_months=self.dormant_min_tenure_months,
+            naming=tuple(sorted(self.naming_thresholds.items())),
+            hysteresis_patience=self.hysteresis_patience,
+        )
+
+    def gates(self) -> GateSettings:
+        return GateSettings(
+            min_kmo=self.min_kmo,
+            min_segment_share=self.min_segment_share,
+            max_vip_share=self.max_vip_share,
+            max_changed_share=self.max_changed_share,
+            accept=self.accept_gates,
+        )
 
 
 class IndicatorConfig(Config):
@@ -247,34 +294,51 @@ def warehouse_models(
         for table in TIER_TABLES
     ],
     check_specs=[
-        AssetCheckSpec("kmo_adequate", asset=AssetKey(["tiers", "customer_tiers"])),
-        AssetCheckSpec("smallest_segment_share", asset=AssetKey(["tiers", "customer_tiers"])),
-        AssetCheckSpec("changed_tier_share", asset=AssetKey(["tiers", "customer_tiers"])),
+        *[
+            AssetCheckSpec(
+                name,
+                asset=AssetKey(["tiers", "customer_tiers"]),
+                blocking=True,
+                description=description,
+            )
+            for name, description in (
+                ("kmo_adequate", "Gate: the model's KMO is at least min_kmo."),
+                (
+                    "smallest_segment_share",
+                    "Gate: every K-means segment holds at least min_segment_share of the book.",
+                ),
+                (
+                    "vip_share",
+                    "Gate: the published vip tier holds at most max_vip_share of the book "
+                    "(default: the naming's vip_max_share).",
+                ),
+                (
+                    "changed_tier_share",
+                    "Gate: at most max_changed_share of the customers graded this month and "
+                    "the month before changed published tier.",
+                ),
+            )
+        ],
         AssetCheckSpec(
-            "tier_table_contract",
+            CONTRACT_CHECK,
             asset=AssetKey(["tiers", "customer_tiers"]),
-            blocking=True,  # a broken contract stops the run before publishing
+            blocking=True,
             description="Columns and types of the tier tables, tier codes, one row per "
-            "customer, profiles counting every graded customer.",
+            "customer, profiles counting every graded customer. No operator can accept "
+            "a broken contract.",
         ),
     ],
-    description="Grade the month's customers with ml/ and write the tiers schema.",
+    description="Grade the month's customers with ml/ and write the tiers schema. A failed "
+    "gate or contract stops the run here, before anything is published.",
 )
 def tier_tables(context: AssetExecutionContext, config: GradingConfig, tiers: TiersResource):
     settings = tiers.settings()
-    grading = GradingSettings(
-        n_clusters=config.n_clusters,
-        n_factors=config.n_factors,
-        random_state=config.random_state,
-        dormant_min_recency_days=config.dormant_min_recency_days,
-        dormant_min_tenure_months=config.dormant_min_tenure_months,
-        naming=tuple(sorted(config.naming_thresholds.items())),
-    )
     with duckdb.connect(str(tiers.build(context.run.run_id))) as con:
         result = grade(
             con,
             settings.as_of,
-            grading,
+            config.grading(),
+            gates=config.gates(),
             plans_path=settings.service_plans,
             overrides_path=settings.overrides,
             orchestrator_run_id=context.run.run_id,
@@ -286,12 +350,15 @@ def tier_tables(context: AssetExecutionContext, config: GradingConfig, tiers: Ti
     migrations = tables["tier_migrations"]
     quality = result.model.quality_
     sizes = current.groupby("tier").size().reindex(list(TIERS), fill_value=0)
+    held = int((current["hysteresis_tier"] != current["model_tier"]).sum())
     common = {"as_of_date": str(result.as_of), "grading_id": result.grading_id}
+    k_markdown = MetadataValue.md(_k_markdown(tables["model_k_diagnostics"]))
     metadata = {
         "customer_tiers": {
             **common,
             "customers": len(current),
             "overrides": int(current["is_override"].sum()),
+            "held by hysteresis": held,
             "tier sizes": MetadataValue.md(sizes.rename("customers").to_frame().to_markdown()),
         },
         "tier_profiles": {**common, "profile": MetadataValue.md(_profile_markdown(profiles))},
@@ -301,85 +368,82 @@ def tier_tables(context: AssetExecutionContext, config: GradingConfig, tiers: Ti
         },
         "model_runs": {
             **common,
-            "k diagnostics": MetadataValue.md(_k_markdown(result)),
+            "k diagnostics": k_markdown,
+            "gates failed": ",".join(g.name for g in result.failed_gates),
+            "accepted by operator": result.accepted_by_operator,
             **{
                 key: float(quality[key])
                 for key in ("kmo", "bartlett_p_value", "silhouette")
                 if key in quality
             },
         },
+        "model_k_diagnostics": {**common, "k diagnostics": k_markdown},
     }
     for table in TIER_TABLES:
         yield MaterializeResult(
             asset_key=AssetKey(["tiers", table]), metadata=metadata.get(table, common)
         )
-    yield from _model_checks(config, quality, current, migrations)
+    blocked = bool(result.failed_gates) and not result.accepted_by_operator
+    for gate in result.gates:
+        yield _gate_check(gate, blocked)
     yield AssetCheckResult(
         asset_key=AssetKey(["tiers", "customer_tiers"]),
-        check_name="tier_table_contract",
+        check_name=CONTRACT_CHECK,
         passed=not violations,
         severity=AssetCheckSeverity.ERROR,
         metadata={"violations": MetadataValue.md("\n".join(f"- {v}" for v in violations))}
         if violations
         else {},
     )
+    for gate in result.failed_gates if result.accepted_by_operator else ():
+        context.log.warning(f"gate failed, accepted by the operator: {gate.describe()}")
+    if blocked or violations:
+        raise Failure(
+            description=gate_failure_message(result, violations),
+            metadata={
+                "gates failed": ",".join(g.name for g in result.failed_gates),
+                "contract violations": len(violations),
+            },
+        )
 
 
-#: Customers the k diagnostics are computed on (a fixed sample beyond this), and
-#: how many of them the silhouettes are computed on: the silhouette compares every
-#: pair, and on 10,000 customers nine of them took 7 of the 8 s of the diagnostics.
-K_DIAGNOSTICS_SAMPLE = 20_000
-K_DIAGNOSTICS_SILHOUETTE_SAMPLE = 5_000
+def gate_failure_message(result: Grading, violations: list[str]) -> str:
+    """Why a grading is not published: each failed gate with its value and threshold."""
+    lines = []
+    if result.failed_gates and not result.accepted_by_operator:
+        lines.append(
+            f"The grading of {result.as_of} failed {len(result.failed_gates)} gate(s): "
+            + "; ".join(gate.describe() for gate in result.failed_gates)
+            + ". To publish it anyway, accept it: run config accept_gates: true "
+            "(python -m orchestration run --accept-grading)."
+        )
+    if violations:
+        lines.append("The tier tables break their contract: " + "; ".join(violations) + ".")
+    return " ".join(lines)
 
 
-def _k_markdown(result) -> str:
-    """Inertia, silhouette, Calinski-Harabasz and Davies-Bouldin for k = 2..10."""
-    indicators = result.indicators
-    if len(indicators) > K_DIAGNOSTICS_SAMPLE:
-        indicators = indicators.sample(n=K_DIAGNOSTICS_SAMPLE, random_state=0)
-    table = result.model.diagnose_k(
-        indicators.sort_values("customer_id"), range(2, 11), K_DIAGNOSTICS_SILHOUETTE_SAMPLE
-    )
-    return table.round(4).to_markdown(index=False)
-
-
-def _model_checks(
-    config: GradingConfig, quality: Mapping[str, float], current: pd.DataFrame, migrations
-) -> Iterator[AssetCheckResult]:
-    key = AssetKey(["tiers", "customer_tiers"])
-    kmo = float(quality.get("kmo", float("nan")))
-    yield AssetCheckResult(
-        asset_key=key,
-        check_name="kmo_adequate",
-        passed=bool(kmo >= config.min_kmo),
-        severity=AssetCheckSeverity.WARN if kmo >= 0.5 else AssetCheckSeverity.ERROR,
-        metadata={"kmo": kmo, "threshold": config.min_kmo},
-    )
-    shares = current.groupby("model_tier").size() / max(len(current), 1)
-    smallest = float(shares.min()) if len(shares) else 0.0
-    yield AssetCheckResult(
-        asset_key=key,
-        check_name="smallest_segment_share",
-        passed=smallest >= config.min_segment_share,
-        severity=AssetCheckSeverity.WARN,
-        metadata={"smallest_share": smallest, "threshold": config.min_segment_share},
-    )
-    stayed = migrations[migrations["movement"].isin(["same", "up", "down"])]
-    moved = stayed.loc[stayed["from_tier"] != stayed["to_tier"], "customers"].sum()
-    changed = float(moved / stayed["customers"].sum()) if len(stayed) else 0.0
-    yield AssetCheckResult(
-        asset_key=key,
-        check_name="changed_tier_share",
-        passed=changed <= config.max_changed_share,
-        severity=AssetCheckSeverity.WARN
-        if changed <= 2 * config.max_changed_share
-        else AssetCheckSeverity.ERROR,
+def _gate_check(gate: GateResult, blocked: bool) -> AssetCheckResult:
+    return AssetCheckResult(
+        asset_key=AssetKey(["tiers", "customer_tiers"]),
+        check_name=gate.name,
+        passed=gate.passed,
+        # an accepted failure does not block: a warning
+        severity=AssetCheckSeverity.ERROR if blocked or gate.passed else AssetCheckSeverity.WARN,
+        description=gate.describe(),
         metadata={
-            "changed_share": changed,
-            "threshold": config.max_changed_share,
-            "customers_compared": int(stayed["customers"].sum()) if len(stayed) else 0,
+            "value": gate.value,
+            "threshold": gate.threshold,
+            "rule": gate.rule,
+            "accepted_by_operator": not gate.passed and not blocked,
+            **gate.metadata,
         },
     )
+
+
+def _k_markdown(diagnostics: pd.DataFrame) -> str:
+    """tiers.model_k_diagnostics of the month (k = 2..10) as a table."""
+    table = diagnostics.drop(columns=["as_of_date", "run_id"])
+    return table.round(4).to_markdown(index=False)
 
 
 def _profile_markdown(profiles: pd.DataFrame) -> str:

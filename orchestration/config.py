@@ -64,6 +64,16 @@ class Settings:
         )
 
 
+def parse_flag(name: str, environ: Mapping[str, str] = os.environ) -> bool:
+    """A yes/no environment variable: ``1``/``true``/``yes``, or ``0``/``false``/``no``/unset."""
+    text = (environ.get(name) or "").strip().lower()
+    if text in ("", "0", "false", "no"):
+        return False
+    if text in ("1", "true", "yes"):
+        return True
+    raise ConfigError(f"{name}={environ[name]!r}: expected 1 or 0 (true/false, yes/no)")
+
+
 def parse_as_of(text: str | None) -> dt.date | None:
     """Parse TIERS_AS_OF: a month-end date, YYYY-MM-DD."""
     if text is None:

@@ -186,9 +186,13 @@ def tier_summary(warehouse: Path) -> str:
         sizes = con.execute("""select tier, count(*), count(*) filter (where is_override)
                                from tiers.customer_tiers group by tier
                                order by min(tier_rank)""").fetchall()
-        as_of, run_id, kmo, factors, k, silhouette = con.execute("""
-            select as_of_date, run_id, kmo, n_factors, k, silhouette from tiers.model_runs
+        as_of, run_id, kmo, factors, k, silhouette, gates_failed, accepted = con.execute("""
+            select as_of_date, run_id, kmo, n_factors, k, silhouette, gates_failed,
+                   accepted_by_operator
+            from tiers.model_runs
             where as_of_date = (select max(as_of_date) from tiers.customer_tiers)""").fetchall()[0]
+        (held,) = con.execute("""select count(*) filter (where hysteresis_tier <> model_tier)
+                                 from tiers.customer_tiers""").fetchall()[0]
     total = sum(n for _, n, _ in sizes) or 1
     lines = [
         f"Tiers as of {as_of} (grading {run_id}; KMO {kmo:.2f}, {factors} factors, "
@@ -196,5 +200,8 @@ def tier_summary(warehouse: Path) -> str:
         f"{'tier':<12}{'customers':>11}{'share':>8}{'overrides':>11}",
     ]
     lines += [f"{t:<12}{n:>11,}{n / total:>8.1%}{o:>11,}" for t, n, o in sizes]
+    lines.append(f"Held in their published tier by hysteresis: {held:,}")
+    if gates_failed and accepted:
+        lines.append(f"Gates failed and accepted by the operator: {gates_failed}")
     lines.append("Details: tiers.customer_tiers, tiers.tier_profiles, tiers.model_runs")
     return "\n".join(lines)

@@ -20,9 +20,28 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from ml import ALL_INDICATORS, INDICATOR_COLUMNS, MODEL_TABLES, NamingRules, TieringModel
+from ml import (
+    ALL_INDICATORS,
+    INDICATOR_COLUMNS,
+    MODEL_TABLES,
+    NamingRules,
+    TieringModel,
+    apply_hysteresis,
+)
 from orchestration import tier_tables
 from orchestration.config import ConfigError
+
+#: TieringModel's defaults, for the settings that keep the library's.
+MODEL_DEFAULTS = TieringModel().get_params()
+#: Consecutive months in a new model tier before a customer's published tier moves.
+DEFAULT_HYSTERESIS_PATIENCE = 2
+
+#: Customers the k diagnostics are computed on (a fixed sample beyond this), and
+#: how many of them the silhouettes are computed on: the silhouette compares every
+#: pair, and on 10,000 customers nine of them took 7 of the 8 s of the diagnostics.
+K_DIAGNOSTICS_SAMPLE = 20_000
+K_DIAGNOSTICS_SILHOUETTE_SAMPLE = 5_000
+K_DIAGNOSTICS_RANGE = range(2, 11)
 
 
 @dataclass(frozen=True)
@@ -30,13 +49,26 @@ class GradingSettings:
     """What a grading run may change; defaults are the library's."""
 
     n_clusters: int = 6
-    n_factors: int | None = None  # None: eigenvalue > 1
+    n_factors: int | None = None  # None: factor_selection chooses
+    factor_selection: str = MODEL_DEFAULTS["factor_selection"]  # "parallel" or "kaiser"
+    extraction: str = MODEL_DEFAULTS["extraction"]  # "principal_components" or "principal_axis"
+    min_salient_loadings: int = MODEL_DEFAULTS["min_salient_loadings"]
     random_state: int = 0
     indicator_columns: tuple[str, ...] = INDICATOR_COLUMNS
     dormant_min_recency_days: float | None = 365.0
     dormant_min_tenure_months: float = 12.0
     #: NamingRules thresholds to change, e.g. (("vip_min_value", 1.2),)
     naming: tuple[tuple[str, float], ...] = ()
+    #: months in a new model tier before the published tier moves; 1 = no hysteresis
+    hysteresis_patience: int = DEFAULT_HYSTERESIS_PATIENCE
+
+    def __post_init__(self) -> None:
+        patience = self.hysteresis_patience
+        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
+            raise ConfigError(
+                f"hysteresis_patience must be a whole number of months >= 1 (1 = off), "
+                f"not {patience!r}"
+            )
 
     def naming_rules(self) -> NamingRules:
         known = {f.name for f in fields(NamingRules)}
@@ -49,6 +81,9 @@ class GradingSettings:
         return TieringModel(
             columns=self.indicator_columns,
             n_factors=self.n_factors,
+            factor_selection=self.factor_selection,
+            extraction=self.extraction,
+            min_salient_loadings=self.min_salient_loadings,
             n_clusters=self.n_clusters,
             random_state=self.random_state,
             dormant_min_recency_days=self.dormant_min_recency_days,
@@ -57,16 +92,116 @@ class GradingSettings:
         )
 
 
+@dataclass(frozen=True)
+class GateSettings:
+    """The gates a grading must pass before it is published, and the operator's say.
+
+    ``max_vip_share`` None: the naming's ``vip_max_share`` (``NamingRules``).
+    ``accept``: publish even when gates fail (they are then recorded in
+    ``model_runs`` as accepted by the operator).
+    """
+
+    min_kmo: float = 0.6
+    min_segment_share: float = 0.01
+    max_vip_share: float | None = None
+    max_changed_share: float = 0.25
+    accept: bool = False
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """One gate of a grading: ``value`` against ``threshold``."""
+
+    name: str
+    passed: bool
+    value: float
+    threshold: float
+    rule: str  # what must hold, e.g. "kmo >= min_kmo"
+    metadata: dict[str, float] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        """E.g. ``kmo_adequate: 0.52, must be kmo >= min_kmo = 0.6``."""
+        return f"{self.name}: {self.value:.4g}, must be {self.rule} = {self.threshold:.4g}"
+
+
+def evaluate_gates(
+    model: TieringModel,
+    current: pd.DataFrame,
+    migrations: pd.DataFrame,
+    gates: GateSettings,
+    naming: NamingRules,
+) -> list[GateResult]:
+    """The gates of one grading, in a fixed order (every gate, passed or not).
+
+    - ``kmo_adequate``: the model's KMO (``quality_["kmo"]``) at least ``min_kmo``;
+    - ``smallest_segment_share``: every K-means segment holds at least
+      ``min_segment_share`` of the graded customers (the dormant rule's segment
+      is not a K-means segment);
+    - ``vip_share``: the published ``vip`` tier holds at most ``max_vip_share``
+      of the graded customers (default: ``naming.vip_max_share``);
+    - ``changed_tier_share``: of the customers graded this month and the month
+      before, at most ``max_changed_share`` have a different published tier
+      (0 when there is no month before).
+
+    A value that cannot be computed (a NaN KMO) fails its gate.
+    """
+    kmo = float(model.quality_.get("kmo", float("nan")))
+    segments = model.segments_
+    kmeans = segments.loc[segments["source"] == "kmeans", "share"]
+    smallest = float(kmeans.min()) if len(kmeans) else float("nan")
+    vip_share = float((current["tier"] == "vip").mean()) if len(current) else 0.0
+    max_vip = naming.vip_max_share if gates.max_vip_share is None else gates.max_vip_share
+    stayed = migrations[migrations["movement"].isin(["same", "up", "down"])]
+    compared = int(stayed["customers"].sum())
+    moved = int(stayed.loc[stayed["from_tier"] != stayed["to_tier"], "customers"].sum())
+    changed = moved / compared if compared else 0.0
+    return [
+        GateResult(
+            "kmo_adequate", bool(kmo >= gates.min_kmo), kmo, gates.min_kmo, "kmo >= min_kmo"
+        ),
+        GateResult(
+            "smallest_segment_share",
+            bool(smallest >= gates.min_segment_share),
+            smallest,
+            gates.min_segment_share,
+            "smallest K-means segment share >= min_segment_share",
+            {"kmeans_segments": float(len(kmeans))},
+        ),
+        GateResult(
+            "vip_share",
+            bool(vip_share <= max_vip),
+            vip_share,
+            float(max_vip),
+            "published vip share <= max_vip_share",
+            {"vip_customers": float((current["tier"] == "vip").sum())},
+        ),
+        GateResult(
+            "changed_tier_share",
+            bool(changed <= gates.max_changed_share),
+            float(changed),
+            gates.max_changed_share,
+            "share of customers whose published tier changed <= max_changed_share",
+            {"customers_compared": float(compared), "customers_changed": float(moved)},
+        ),
+    ]
+
+
 @dataclass
 class Grading:
-    """The outcome of :func:`grade`: the grading id, its month, the model, its inputs
-    and the tables written."""
+    """The outcome of :func:`grade`: the grading id, its month, the model, its inputs,
+    the tables written and the gates."""
 
     grading_id: str
     as_of: dt.date
     model: TieringModel
     indicators: pd.DataFrame
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    gates: list[GateResult] = field(default_factory=list)
+    accepted_by_operator: bool = False
+
+    @property
+    def failed_gates(self) -> list[GateResult]:
+        return [gate for gate in self.gates if not gate.passed]
 
 
 #: The columns BI and SQL users rely on, by table, with their DuckDB types. Columns
@@ -79,6 +214,9 @@ CONTRACT: dict[str, dict[str, str]] = {
         "tier_rank": "BIGINT",
         "tier_name": "VARCHAR",
         "model_tier": "VARCHAR",
+        "hysteresis_tier": "VARCHAR",
+        "pending_tier": "VARCHAR",
+        "pending_months": "BIGINT",
         "segment": "BIGINT",
         "is_override": "BOOLEAN",
         "reason": "VARCHAR",
@@ -113,6 +251,21 @@ CONTRACT: dict[str, dict[str, str]] = {
         "n_factors": "BIGINT",
         "k": "BIGINT",
         "silhouette": "DOUBLE",
+        "factor_count_rule": "VARCHAR",
+        "extraction": "VARCHAR",
+        "gates_failed": "VARCHAR",
+        "accepted_by_operator": "BOOLEAN",
+    },
+    "model_k_diagnostics": {
+        "as_of_date": "DATE",
+        "run_id": "VARCHAR",
+        "k": "BIGINT",
+        "kmeans_k": "BIGINT",
+        "inertia": "DOUBLE",
+        "silhouette": "DOUBLE",
+        "calinski_harabasz": "DOUBLE",
+        "davies_bouldin": "DOUBLE",
+        "stability": "DOUBLE",
     },
 }
 
@@ -121,11 +274,15 @@ RULES: dict[str, str] = {
     "customer_id unique and not null": """
         select count(*) - count(distinct customer_id) + count(*) filter (where customer_id is null)
         from tiers.customer_tiers""",
-    "tier and model_tier are tier codes": """
+    "tier, model_tier, hysteresis_tier and pending_tier are tier codes": """
         select count(*) from tiers.customer_tiers
-        where tier not in ('vip', 'potential', 'ordinary_a', 'ordinary_b', 'free', 'sleeping')
-           or model_tier not in ('vip', 'potential', 'ordinary_a', 'ordinary_b', 'free',
-                                 'sleeping')""",
+        where not list_has_all(
+            ['vip', 'potential', 'ordinary_a', 'ordinary_b', 'free', 'sleeping'],
+            [tier, model_tier, hysteresis_tier, coalesce(pending_tier, 'vip')])""",
+    "pending tier differs from the published one": """
+        select count(*) from tiers.customer_tiers
+        where pending_tier = hysteresis_tier
+           or (pending_tier is null) <> (pending_months = 0)""",
     "tier_rank matches tier": """
         select count(*) from tiers.customer_tiers
         where tier_rank <> list_position(
@@ -270,16 +427,75 @@ def replace_table(con: duckdb.DuckDBPyConnection, table: str, rows: pd.DataFrame
         con.unregister("_rows")
 
 
+def previous_published(con: duckdb.DuckDBPyConnection, as_of: dt.date) -> dt.date | None:
+    """The latest month before ``as_of`` in ``tiers.customer_tier_history``, or None."""
+    if not _table_exists(con, "tiers", "customer_tier_history"):
+        return None
+    (prior,) = con.execute(
+        "select max(as_of_date) from tiers.customer_tier_history where as_of_date < ?", [as_of]
+    ).fetchall()[0]
+    return prior
+
+
+def hysteresis_state(con: duckdb.DuckDBPyConnection, prior: dt.date | None) -> pd.DataFrame | None:
+    """Month ``prior``'s published tiers before overrides and pending state, for hysteresis.
+
+    A history written before hysteresis existed has no ``hysteresis_tier``: its
+    ``model_tier`` was then the published tier before overrides.
+    """
+    if prior is None:
+        return None
+    columns = {
+        r[0]
+        for r in con.execute(
+            "select column_name from information_schema.columns "
+            "where table_schema = 'tiers' and table_name = 'customer_tier_history'"
+        ).fetchall()
+    }
+    tier = "coalesce(hysteresis_tier, model_tier)" if "hysteresis_tier" in columns else "model_tier"
+    pending = (
+        "pending_tier, coalesce(pending_months, 0) as pending_months"
+        if {"pending_tier", "pending_months"} <= columns
+        else "null::varchar as pending_tier, 0 as pending_months"
+    )
+    return con.execute(
+        f"select customer_id, {tier} as tier, {pending} from tiers.customer_tier_history "
+        "where as_of_date = ? order by customer_id",
+        [prior],
+    ).df()
+
+
+def k_diagnostics(model: TieringModel, indicators: pd.DataFrame) -> pd.DataFrame:
+    """``model.diagnose_k`` for k = 2..10 on a seeded sample of at most
+    :data:`K_DIAGNOSTICS_SAMPLE` customers (in customer_id order), the silhouettes
+    on :data:`K_DIAGNOSTICS_SILHOUETTE_SAMPLE` of them."""
+    sample = indicators
+    if len(sample) > K_DIAGNOSTICS_SAMPLE:
+        sample = sample.sample(n=K_DIAGNOSTICS_SAMPLE, random_state=0)
+    return model.diagnose_k(
+        sample.sort_values("customer_id"), K_DIAGNOSTICS_RANGE, K_DIAGNOSTICS_SILHOUETTE_SAMPLE
+    )
+
+
 def grade(
     con: duckdb.DuckDBPyConnection,
     as_of: dt.date | None,
     settings: GradingSettings,
     *,
+    gates: GateSettings | None = None,
     plans_path: Path = tier_tables.SERVICE_PLANS_PATH,
     overrides_path: Path | None = None,
     orchestrator_run_id: str = "",
 ) -> Grading:
-    """Grade the customers of ``as_of`` (default: the latest month-end) into ``tiers``."""
+    """Grade the customers of ``as_of`` (default: the latest month-end) into ``tiers``.
+
+    The published tier is the model's after hysteresis (state read from the
+    latest earlier month of the history), overrides winning. The gates are
+    evaluated and recorded in ``model_runs``; they do not stop this function:
+    the caller decides, from :attr:`Grading.failed_gates` and
+    :attr:`Grading.accepted_by_operator`, whether the build may be published.
+    """
+    gates = gates or GateSettings()
     started = dt.datetime.now(dt.UTC)
     as_of = resolve_as_of(con, as_of)
     plans = tier_tables.load_service_plans(plans_path)
@@ -294,24 +510,26 @@ def grade(
     ).fetchall()[0]
 
     previous = previous_model(con, as_of)
+    prior = previous_published(con, as_of)
+    state = hysteresis_state(con, prior)
     run_id = grading_id(
         indicators,
         settings,
         plans_path.read_bytes(),
         overrides_path.read_bytes() if overrides_path else b"",
         previous.to_tables()["model_params"].to_json().encode() if previous else b"",
+        state.to_json().encode() if state is not None else b"",
     )
     model = settings.model().fit(indicators, previous=previous)
     assigned = model.assign(indicators)
+    published = apply_hysteresis(
+        assigned[["customer_id", "tier"]], state, settings.hysteresis_patience
+    )
 
     overrides = tier_tables.load_overrides(overrides_path, as_of, assigned["customer_id"])
-    current = tier_tables.customer_tiers(assigned, overrides.valid, as_of, run_id, plans=plans)
-
-    _run(con, "create schema if not exists tiers")
-    replace_month(con, "customer_tier_history", current, as_of)
-    (prior,) = con.execute(
-        "select max(as_of_date) from tiers.customer_tier_history where as_of_date < ?", [as_of]
-    ).fetchall()[0]
+    current = tier_tables.customer_tiers(
+        assigned, overrides.valid, as_of, run_id, plans=plans, hysteresis=published
+    )
     previous_tiers = (
         con.execute(
             "select customer_id, tier from tiers.customer_tier_history where as_of_date = ?",
@@ -325,14 +543,31 @@ def grade(
         "tier_profiles": tier_tables.tier_profiles(current, indicators, as_of),
         "tier_migrations": tier_tables.tier_migrations(previous_tiers, current, prior, as_of),
         "override_audit": tier_tables.override_audit(current, overrides.rejected, as_of, run_id),
+        "model_k_diagnostics": tier_tables.k_diagnostics_table(
+            k_diagnostics(model, indicators), run_id, as_of
+        ),
     }
-    for name in ("tier_profiles", "tier_migrations", "override_audit"):
+    results = evaluate_gates(
+        model, current, tables["tier_migrations"], gates, settings.naming_rules()
+    )
+    failed = [gate.name for gate in results if not gate.passed]
+    accepted = bool(failed) and gates.accept
+
+    _run(con, "create schema if not exists tiers")
+    for name in (
+        "customer_tier_history",
+        "tier_profiles",
+        "tier_migrations",
+        "override_audit",
+        "model_k_diagnostics",
+    ):
         replace_month(con, name, tables[name], as_of)
     for name, frame in tier_tables.model_tables(model, run_id, as_of).items():
         replace_month(con, name, frame, as_of)
         tables[name] = frame
     params = {
         **asdict(settings),
+        "gates": asdict(gates),
         "orchestrator_run_id": orchestrator_run_id,
         "service_plans": str(plans_path),
         "overrides": str(overrides_path or ""),
@@ -346,6 +581,8 @@ def grade(
         params,
         started,
         dt.datetime.now(dt.UTC),
+        gates_failed=failed,
+        accepted_by_operator=accepted,
     )
     replace_month(con, "model_runs", run_row, as_of)
     tables["model_runs"] = run_row
@@ -359,4 +596,4 @@ def grade(
         "where as_of_date = (select max(as_of_date) from tiers.customer_tier_history)",
     )
     tables["customer_tiers"] = current
-    return Grading(run_id, as_of, model, indicators, tables)
+    return Grading(run_id, as_of, model, indicators, tables, results, accepted)

@@ -43,11 +43,15 @@ def test_definitions_load_with_every_part():
         "marts/customer_indicators",
         "tiers/customer_tiers",
         "tiers/model_runs",
+        "tiers/model_k_diagnostics",
         "marts/tier_activity_by_branch",
         "published_warehouse",
     } <= keys
     checks = {key.name for key in graph.asset_check_keys}
-    assert {"kmo_adequate", "smallest_segment_share", "changed_tier_share"} <= checks
+    gates = {"kmo_adequate", "smallest_segment_share", "vip_share", "changed_tier_share"}
+    assert gates | {"tier_table_contract"} <= checks
+    blocking = {spec.name for spec in assets.tier_tables.check_specs if spec.blocking}
+    assert gates | {"tier_table_contract"} <= blocking
     assert any(name.startswith("not_null_customer_indicators") for name in checks)  # dbt tests
     assert defs.resolve_job_def("tiering_job") is not None
     assert defs.resolve_schedule_def("monthly_after_month_end").cron_schedule == "0 6 2 * *"
@@ -117,6 +121,27 @@ def test_the_job_publishes_tiers_for_the_latest_month(graded):
     for table in ("tier_profiles", "tier_migrations", "service_plans", "model_runs"):
         assert query(warehouse, f"select count(*) from tiers.{table}")[0][0] > 0
     assert (warehouse.parent / "snapshots" / "latest" / "tiers" / "customer_tiers.parquet").exists()
+
+
+def test_the_job_stores_the_k_diagnostics_and_shows_them(graded):
+    warehouse, result = graded
+    ((as_of,),) = query(warehouse, "select max(as_of_date) from tiers.customer_tiers")
+    rows = query(
+        warehouse,
+        "select k, run_id from tiers.model_k_diagnostics where as_of_date = ? order by k",
+        [as_of],
+    )
+    assert [k for k, _ in rows] == list(range(2, 11))
+    assert {run_id for _, run_id in rows} == {
+        query(warehouse, "select run_id from tiers.model_runs where as_of_date = ?", [as_of])[0][0]
+    }
+    shown = {
+        m.asset_key.to_user_string(): m.metadata
+        for m in result.asset_materializations_for_node("tier_tables")
+    }
+    table = shown["tiers/model_k_diagnostics"]["k diagnostics"].value
+    assert "silhouette" in table and "stability" in table and "davies_bouldin" in table
+    assert shown["tiers/model_runs"]["gates failed"].value == ""
 
 
 def test_tier_tables_hold_no_personal_data(graded):
@@ -278,3 +303,29 @@ def test_run_configuration_reaches_dbt_and_the_model(clean_landing, tmp_path):
     ]
     ((k, params),) = query(warehouse, "select k, params from tiers.model_runs")
     assert k == 5 and '"vip_max_share", 0.2' in params
+
+
+def test_a_failed_gate_stops_the_run_before_the_publish(graded, clean_landing):
+    """Every gate blocks: its check fails at ERROR, the step fails with the reason, and
+    the published file stays byte-identical."""
+    warehouse, _ = graded
+    before = digest(warehouse)
+    strict = {"ops": {"tier_tables": {"config": {"min_segment_share": 0.5}}}}
+    result = run_job(clean_landing, warehouse, run_config=strict)
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    assert failure.step_key == "tier_tables"
+    reason = failure.step_failure_data.user_failure_data.description
+    assert "smallest_segment_share" in reason and "min_segment_share = 0.5" in reason
+    assert "--accept-grading" in reason
+    checks = {
+        e.event_specific_data.check_name: e.event_specific_data
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    }
+    assert not checks["smallest_segment_share"].passed
+    assert checks["smallest_segment_share"].severity.value == "ERROR"
+    assert checks["kmo_adequate"].passed and checks["tier_table_contract"].passed
+    started = {e.step_key for e in result.all_events if e.event_type_value == "STEP_START"}
+    assert "published_warehouse" not in started
+    assert digest(warehouse) == before

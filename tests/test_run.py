@@ -9,19 +9,16 @@ import sys
 import pytest
 
 from orchestration import pipeline
-from orchestration.config import REPO_ROOT, ConfigError, Settings, parse_as_of
-from tests.conftest import make_landing, tree_digest
+from orchestration.__main__ import run_config
+from orchestration.config import REPO_ROOT, ConfigError, Settings, parse_as_of, parse_flag
+from tests.conftest import make_landing, query, tree_digest
 
 
-def run_cli(raw_dir, warehouse, **env):
-    environ = {
-        **os.environ,
-        "TIERS_RAW_DIR": str(raw_dir),
-        "TIERS_WAREHOUSE": str(warehouse),
-        **env,
-    }
+def run_cli(raw_dir, warehouse, *args, **env):
+    environ = {name: value for name, value in os.environ.items() if name != "TIERS_ACCEPT_GRADING"}
+    environ.update(TIERS_RAW_DIR=str(raw_dir), TIERS_WAREHOUSE=str(warehouse), **env)
     return subprocess.run(
-        [sys.executable, "-m", "orchestration", "run"],
+        [sys.executable, "-m", "orchestration", "run", *args],
         cwd=REPO_ROOT,
         env=environ,
         capture_output=True,
@@ -79,6 +76,58 @@ def test_failed_dbt_build_leaves_the_published_warehouse(published, monkeypatch)
     with pytest.raises(pipeline.PipelineError, match="is unchanged"):
         pipeline.run(Settings(landing, warehouse, None))
     assert warehouse.read_bytes() == before
+
+
+def test_a_failed_gate_exits_1_unless_the_operator_accepts_the_grading(published, tmp_path):
+    landing, _, warehouse, _ = published
+    config = tmp_path / "strict.yml"
+    config.write_text("ops:\n  tier_tables:\n    config:\n      min_segment_share: 0.5\n")
+    before = warehouse.read_bytes()
+    done = run_cli(landing, warehouse, "--config", str(config))
+    assert done.returncode == 1, done.stderr
+    assert "error in step tier_tables" in done.stderr
+    assert "smallest_segment_share" in done.stderr and "min_segment_share = 0.5" in done.stderr
+    assert "--accept-grading" in done.stderr and "Nothing was published" in done.stderr
+    assert warehouse.read_bytes() == before
+
+    done = run_cli(landing, warehouse, "--config", str(config), "--accept-grading")
+    assert done.returncode == 0, done.stderr
+    assert "Gates failed and accepted by the operator: smallest_segment_share" in done.stdout
+    assert warehouse.read_bytes() != before
+    assert query(
+        warehouse,
+        "select gates_failed, accepted_by_operator from tiers.model_runs "
+        "where as_of_date = (select max(as_of_date) from tiers.customer_tiers)",
+    ) == [("smallest_segment_share", True)]
+
+
+def test_run_config_adds_the_operators_acceptance(tmp_path):
+    assert run_config(None, False) == {}
+    assert run_config(None, True) == {"ops": {"tier_tables": {"config": {"accept_gates": True}}}}
+    path = tmp_path / "run.yml"
+    path.write_text("ops:\n  tier_tables:\n    config: {hysteresis_patience: 3}\n")
+    assert run_config(path, True) == {
+        "ops": {"tier_tables": {"config": {"hysteresis_patience": 3, "accept_gates": True}}}
+    }
+    path.write_text("- not a mapping\n")
+    with pytest.raises(ConfigError, match="run.yml"):
+        run_config(path, False)
+    with pytest.raises(ConfigError, match="absent.yml"):
+        run_config(tmp_path / "absent.yml", False)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"), [("1", True), ("true", True), ("YES", True), ("0", False), ("", False)]
+)
+def test_accept_grading_variable(text, expected):
+    assert parse_flag("TIERS_ACCEPT_GRADING", {"TIERS_ACCEPT_GRADING": text}) is expected
+    assert parse_flag("TIERS_ACCEPT_GRADING", {}) is False
+
+
+def test_a_bad_accept_grading_variable_is_refused(tmp_path):
+    done = run_cli(tmp_path, tmp_path / "warehouse.duckdb", TIERS_ACCEPT_GRADING="maybe")
+    assert done.returncode == 2
+    assert "TIERS_ACCEPT_GRADING='maybe'" in done.stderr
 
 
 def test_run_rejects_a_bad_as_of(published):

@@ -74,6 +74,8 @@ _REJECTED_OVERRIDE_COLUMNS = (*OVERRIDE_COLUMNS, "source_line", "record", "rejec
 
 DATE_DTYPE = pd.ArrowDtype(pa.date32())
 DATE_COLUMNS = ("as_of_date", "from_as_of_date", "override_valid_until")
+#: Realised revenue: commission net of rebates plus margin interest charged (the
+#: mart's ``realised_revenue``; ``imputed_cash_spread`` is notional and left out).
 REVENUE_INDICATORS = ("commission_contribution", "interest_contribution")
 
 #: ``model_runs`` quality columns, read from ``TieringModel.quality_``.
@@ -675,7 +677,8 @@ def tier_profiles(
     ``mean_<indicator>`` for every column of ``ml.ALL_INDICATORS`` in
     ``indicators`` (float, in that indicator's unit; a missing value is left
     out of the mean; NaN for a tier without customers), ``revenue`` (float,
-    currency: sum of commission + interest contribution over the window),
+    currency: realised revenue over the window, commission plus margin interest
+    charged, never the imputed spread on idle cash),
     ``revenue_share`` (float, of all graded customers' revenue; NaN if that is
     0), ``total_avg_assets`` (float, currency: sum of ``avg_assets``). Sums over
     no customers are 0.

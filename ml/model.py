@@ -418,16 +418,19 @@ class TieringModel(BaseEstimator):
         scores = scores.reindex([*([DORMANT_SEGMENT] if DORMANT_SEGMENT in sizes else []), *ids])
         scores = scores.fillna(0.0)
         fixed = {DORMANT_SEGMENT: "sleeping"} if DORMANT_SEGMENT in sizes.index else {}
-        fresh = name_segments(scores, shares, self.naming, fixed)
+        # while the dormant rule is on, sleeping is its verdict alone: a K-means
+        # segment of customers who trade is never named sleeping
+        exclude = ("sleeping",) if self.dormant_min_recency_days is not None else ()
+        fresh = name_segments(scores, shares, self.naming, fixed, exclude=exclude)
         named = fresh
         if previous is not None and self.keep_names:
             old = previous.segments_.set_index("segment")["tier"]
-            # carried names stay as they were (a name last month's naming gave twice
-            # stays twice); the other segments are named around them
+            # carried segments prefer last month's name; the guards and the
+            # one-to-one assignment still apply, and a name moves when another
+            # assignment is better by more than carry_bonus
             keep = {s: old[s] for s in sorted(carried & set(old.index)) if s != DORMANT_SEGMENT}
             if keep:
-                named = name_segments(scores, shares, self.naming, {**fixed, **keep})
-                named.loc[list(keep), "rule"] = "carried"
+                named = name_segments(scores, shares, self.naming, fixed, keep, exclude)
         self._names_differing = int((named["tier"] != fresh["tier"]).sum())
         named = named.rename_axis("segment").reset_index()
         named["segment"] = named["segment"].astype(np.int64)

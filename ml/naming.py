@@ -118,6 +118,9 @@ class NamingRules:
     #: nor one whose revenue score is below this: money that has not traded yet
     #: is potential, not VIP
     vip_min_revenue: float = 0.5
+    #: a carried segment keeping last month's name costs this much less (squared
+    #: distance), so names do not flip on small drifts
+    carry_bonus: float = 1.0
 
     def __post_init__(self):
         tiers = [tier for tier, _ in self.archetypes]
@@ -226,6 +229,8 @@ def name_segments(
     shares: pd.Series,
     rules: NamingRules = DEFAULT_RULES,
     fixed: dict[int, str] | None = None,
+    preferred: dict[int, str] | None = None,
+    exclude: tuple[str, ...] = (),
 ) -> pd.DataFrame:
     """Name every segment by the optimal assignment to archetypes.
 
@@ -236,70 +241,87 @@ def name_segments(
     shares : Series (segments,)
         Share of the book in each segment (for the VIP cap).
     fixed : {segment: tier}, optional
-        Segments whose tier is decided already (the dormant rule's ``sleeping``,
-        carried names); their tiers are not given to any other segment.
+        Segments whose tier is decided already (the dormant rule's ``sleeping``);
+        their tiers are not given to any other segment.
+    preferred : {segment: tier}, optional
+        Last month's names of carried segments: keeping one costs
+        ``rules.carry_bonus`` less, so a name moves only when another assignment
+        is clearly better. The VIP guards apply to them as to any segment.
+    exclude : tuple of tier codes
+        Tiers no segment is assigned (``sleeping`` while the dormant rule gives it).
 
     Returns
     -------
     DataFrame indexed like ``scores`` with the scores, ``tier``, ``rule``
-    (``archetype``, ``archetype_nearest`` for a segment beyond the one-to-one
-    assignment, or ``fixed``), ``archetype_distance`` (Euclidean distance to its
-    tier's archetype), ``naming_margin`` and ``runner_up_tier``.
+    (``archetype``; ``archetype_nearest`` for a segment beyond the one-to-one
+    assignment; ``carried`` for a preferred name kept; ``fixed``),
+    ``archetype_distance`` (Euclidean distance to its tier's archetype),
+    ``naming_margin`` and ``runner_up_tier``.
     """
     fixed = dict(fixed or {})
+    preferred = dict(preferred or {})
     archetypes = rules.archetype_matrix()
     segments = list(scores.index)
     free_segments = [s for s in segments if s not in fixed]
-    open_tiers = [t for t in TIERS if t not in set(fixed.values())]
+    allowed = [t for t in TIERS if t not in exclude]
+    open_tiers = [t for t in allowed if t not in set(fixed.values())]
     S = scores.loc[free_segments, list(SCORES)].to_numpy(np.float64)
-    A = archetypes.loc[open_tiers].to_numpy(np.float64)
-    cost = ((S[:, None, :] - A[None, :, :]) ** 2).sum(axis=2)
-    not_vip = np.array(
-        [
-            float(shares.get(s, 0.0)) > rules.vip_max_share
-            or scores.loc[s, "value"] < rules.vip_min_value
-            or scores.loc[s, "revenue"] < rules.vip_min_revenue
-            for s in free_segments
-        ],
-        dtype=bool,
-    )
-    if "vip" in open_tiers:
-        cost[not_vip, open_tiers.index("vip")] = np.inf
+    # squared distance of each free segment to every allowed archetype
+    distance = ((S[:, None, :] - archetypes.loc[allowed].to_numpy()[None, :, :]) ** 2).sum(axis=2)
+    if "vip" in allowed:
+        not_vip = np.array(
+            [
+                float(shares.get(s, 0.0)) > rules.vip_max_share
+                or scores.loc[s, "value"] < rules.vip_min_value
+                or scores.loc[s, "revenue"] < rules.vip_min_revenue
+                for s in free_segments
+            ],
+            dtype=bool,
+        )
+        distance[not_vip, allowed.index("vip")] = np.inf
+    for row, segment in enumerate(free_segments):
+        if preferred.get(segment) in allowed:
+            distance[row, allowed.index(preferred[segment])] -= rules.carry_bonus
 
-    tiers = dict(fixed)
-    rules_used = dict.fromkeys(fixed, "fixed")
+    tiers, rules_used = dict(fixed), dict.fromkeys(fixed, "fixed")
     margins: dict[int, float] = dict.fromkeys(segments, np.nan)
     runner_up: dict[int, str | None] = dict.fromkeys(segments)
-    if free_segments and open_tiers:
-        rows, cols, total = _assign(cost)
-        total += _leftover_cost(cost, rows)
+    if free_segments and allowed:
+        # one column per open tier, plus a column per segment the open tiers cannot
+        # take, costing a segment its nearest archetype: the segments beyond the
+        # one-to-one assignment are chosen by the same optimum
+        real = distance[:, [allowed.index(t) for t in open_tiers]]
+        nearest = np.argmin(distance, axis=1)
+        rows, cols, total = _assign(_with_extras(real, distance, nearest))
+
+        def tier_of(row: int, column: int, nearest: np.ndarray = nearest) -> str:
+            return open_tiers[column] if column < len(open_tiers) else allowed[nearest[row]]
+
         for r, c in zip(rows, cols, strict=True):
-            tiers[free_segments[r]] = open_tiers[c]
-            rules_used[free_segments[r]] = "archetype"
-            forbidden = cost.copy()
-            forbidden[r, c] = np.inf
-            if not np.isfinite(forbidden[r]).any():
+            segment, tier = free_segments[r], tier_of(r, c)
+            tiers[segment] = tier
+            rules_used[segment] = (
+                "carried"
+                if preferred.get(segment) == tier
+                else ("archetype" if c < len(open_tiers) else "archetype_nearest")
+            )
+            # the best assignment in which this segment has another name
+            other_real, other_distance = real.copy(), distance.copy()
+            other_real[r, [j for j, t in enumerate(open_tiers) if t == tier]] = np.inf
+            other_distance[r, allowed.index(tier)] = np.inf
+            if not np.isfinite(other_distance[r]).any():
                 continue  # no other name is possible for this segment
-            alt_rows, alt_cols, alt_total = _assign(forbidden)
-            # segments the alternative leaves out take their nearest other archetype
-            alt_total += _leftover_cost(forbidden, alt_rows)
-            alt = dict(zip(alt_rows.tolist(), alt_cols.tolist(), strict=True))
-            j = alt[r] if r in alt else int(np.argmin(forbidden[r]))
-            margins[free_segments[r]] = max(alt_total - total, 0.0)
-            runner_up[free_segments[r]] = open_tiers[j]
-    all_tiers = archetypes.to_numpy(np.float64)
-    for position, segment in enumerate(free_segments):
-        if segment in tiers:
-            continue
-        # more segments than tiers: the nearest archetype, the VIP cap still applies
-        distance = ((S[position] - all_tiers) ** 2).sum(axis=1)
-        if not_vip[position]:
-            distance[TIERS.index("vip")] = np.inf
-        order = np.argsort(distance, kind="stable")
-        tiers[segment] = TIERS[order[0]]
-        rules_used[segment] = "archetype_nearest"
-        margins[segment] = float(distance[order[1]] - distance[order[0]])
-        runner_up[segment] = TIERS[order[1]]
+            other_nearest = np.argmin(other_distance, axis=1)
+            alt_rows, alt_cols, alt_total = _assign(
+                _with_extras(other_real, other_distance, other_nearest)
+            )
+            if len(alt_rows) == len(rows):
+                margins[segment] = alt_total - total
+                column = int(alt_cols[list(alt_rows).index(r)])
+                runner_up[segment] = tier_of(r, column, other_nearest)
+    for segment in free_segments:
+        tiers.setdefault(segment, "ordinary_b")  # only when no tier at all is allowed
+        rules_used.setdefault(segment, "unassigned")
 
     out = scores.copy()
     out["tier"] = [tiers[s] for s in segments]
@@ -311,11 +333,13 @@ def name_segments(
     return out
 
 
-def _leftover_cost(cost: np.ndarray, assigned_rows: np.ndarray) -> float:
-    """Summed cost of the rows an assignment left out, each at its cheapest column."""
-    left = np.setdiff1d(np.arange(cost.shape[0]), assigned_rows)
-    finite = [cost[r][np.isfinite(cost[r])] for r in left]
-    return float(sum(row.min() for row in finite if row.size))
+def _with_extras(real: np.ndarray, distance: np.ndarray, nearest: np.ndarray) -> np.ndarray:
+    """``real`` (segments x open tiers) with a column per segment the open tiers
+    cannot take, each costing a row its ``nearest`` archetype's ``distance``."""
+    usable = int(np.isfinite(real).any(axis=0).sum())
+    extra = max(real.shape[0] - usable, 0)
+    nearest_cost = distance[np.arange(real.shape[0]), nearest]
+    return np.hstack([real, np.repeat(nearest_cost[:, None], extra, axis=1)])
 
 
 def _assign(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:

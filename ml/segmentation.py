@@ -265,7 +265,7 @@ def k_diagnostics(
                 .predict(X),
             )
             for run, half in enumerate(halves)
-            if len(half) >= k
+            if len(half) >= k and k > 1  # one segment agrees with itself by definition
         ]
         rows.append(
             {

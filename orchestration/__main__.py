@@ -71,11 +71,22 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, PipelineError) as error:
         print(f"error: {error}\nNothing was published.", file=sys.stderr)
         return 2
-    from dagster import DagsterInstance
+    from dagster import DagsterInstance, validate_run_config
+    from dagster._core.errors import DagsterInvalidConfigError
 
     from orchestration.assets import FULL_REFRESH_TAG  # imports read the dbt manifest
     from orchestration.definitions import defs
 
+    job = defs.resolve_job_def("tiering_job")
+    try:
+        validate_run_config(job, config)
+    except DagsterInvalidConfigError as error:
+        reasons = "; ".join(e.message for e in error.errors) or str(error)
+        print(
+            f"error: the run configuration is invalid: {reasons}\nNothing was published.",
+            file=sys.stderr,
+        )
+        return 2
     print(f"Running tiering_job: {settings.raw_dir} -> {settings.warehouse}", flush=True)
     with one_run_at_a_time(settings.warehouse) as free:
         if not free:
@@ -86,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 2
         instance = DagsterInstance.ephemeral()
-        result = defs.resolve_job_def("tiering_job").execute_in_process(
+        result = job.execute_in_process(
             run_config=config,
             instance=instance,
             tags={FULL_REFRESH_TAG: "true"} if args.full_refresh else {},

@@ -116,6 +116,18 @@ def test_run_config_adds_the_operators_acceptance(tmp_path):
         run_config(tmp_path / "absent.yml", False)
 
 
+def test_a_misspelt_run_config_is_an_input_error(tmp_path, monkeypatch, capsys):
+    from orchestration.__main__ import main
+
+    path = tmp_path / "run.yml"
+    path.write_text("ops:\n  tier_tables:\n    config: {hysteresis_patiense: 3}\n")
+    warehouse = tmp_path / "brokerage.duckdb"
+    monkeypatch.setenv("TIERS_WAREHOUSE", str(warehouse))
+    assert main(["run", "--config", str(path)]) == 2
+    assert "hysteresis_patiense" in capsys.readouterr().err
+    assert not warehouse.exists()
+
+
 @pytest.mark.parametrize(
     ("text", "expected"), [("1", True), ("true", True), ("YES", True), ("0", False), ("", False)]
 )

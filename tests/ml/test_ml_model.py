@@ -311,3 +311,17 @@ def test_the_steps_compose_in_a_pipeline(model, book):
     ).fit(clustered)
     np.testing.assert_array_equal(pipeline.predict(clustered), model.labels_[model.labels_ > 0])
     np.testing.assert_allclose(pipeline[:2].transform(clustered), model.transform(clustered))
+
+
+def test_no_trading_segment_is_called_sleeping_when_the_rule_finds_nobody(make_model):
+    from synthetic_book import DEFAULT_MIX, make_indicators
+
+    mix = {t: s for t, s in DEFAULT_MIX.items() if t != "dormant"}
+    book = make_indicators(3000, seed=5, mix=mix)
+    book = book[~_long_inactive(book)]
+    model = make_model().fit(book)
+    assert DORMANT_SEGMENT not in set(model.labels_)
+    assert "sleeping" not in set(model.tiers_)
+    # with the rule off, the clustering may find the sleeping ones itself
+    asleep = make_model(dormant_min_recency_days=None).fit(make_indicators(3000, seed=5))
+    assert "sleeping" in set(asleep.tiers_)

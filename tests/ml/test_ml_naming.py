@@ -17,9 +17,9 @@ def _scores(**segments):
     return pd.DataFrame(segments, index=list(SCORES)).T.astype(float)
 
 
-def _name(scores, shares=None, rules=None, fixed=None):
+def _name(scores, shares=None, rules=None, fixed=None, **kwargs):
     shares = pd.Series(shares or {s: 1 / len(scores) for s in scores.index})
-    return name_segments(scores, shares, rules or NamingRules(), fixed)
+    return name_segments(scores, shares, rules or NamingRules(), fixed, **kwargs)
 
 
 # one segment per business type, scores in standard deviations from the average
@@ -159,3 +159,58 @@ def test_scores_are_standardised_on_the_reference_rows():
     assert scores.loc[[1, 2]].sum().abs().max() == pytest.approx(0.0)  # z averages to 0
     with pytest.raises(KeyError, match="recency_days"):
         naming_frame(X.drop(columns="recency_days"))
+
+
+def _brute_force_total(scores, not_vip):
+    """The least summed squared distance over every naming with one name per segment
+    where names suffice, the segments beyond them at their nearest archetype."""
+    from itertools import permutations
+
+    points = NamingRules().archetype_matrix()
+    cost = pd.DataFrame(
+        {t: ((scores - points.loc[t]) ** 2).sum(axis=1) for t in TIERS}, index=scores.index
+    )
+    cost.loc[not_vip, "vip"] = np.inf
+    tiers = [t for t in TIERS if np.isfinite(cost[t]).any()]
+    best = np.inf
+    for extra in scores.index:  # one segment more than usable names
+        rest = [s for s in scores.index if s != extra]
+        for order in permutations(tiers, len(rest)):
+            total = sum(cost.loc[s, t] for s, t in zip(rest, order, strict=True))
+            best = min(best, total + cost.loc[extra].min())
+    return best
+
+
+def test_a_segment_beyond_the_names_is_chosen_by_the_same_optimum():
+    too_big = {**SMALL_VIP, "rich_and_paying": 0.25}  # no segment may be VIP
+    named = _name(BOOK, too_big)
+    points = NamingRules().archetype_matrix()
+    chosen = sum(((BOOK.loc[s] - points.loc[t]) ** 2).sum() for s, t in named["tier"].items())
+    assert chosen == pytest.approx(_brute_force_total(BOOK, ["rich_and_paying"]))
+    assert named["tier"].value_counts().max() == 2  # one name twice, the others once
+    assert (named["naming_margin"] > 0).all()
+
+
+def test_excluded_tiers_are_never_given():
+    named = _name(BOOK, SMALL_VIP, exclude=("sleeping",))
+    assert "sleeping" not in set(named["tier"])
+    assert named.loc["long_asleep", "tier"] == "free"  # its nearest other archetype
+
+
+def test_carried_names_stay_on_small_drifts_and_obey_the_guards():
+    drifted = BOOK.copy()
+    drifted.loc["middle"] = (0.0, 0.45, 0.65, 0.0, 0.0)  # between the two middles
+    drifted.loc["busy_small_trader"] = (-0.1, 0.6, 0.8, 0.0, 0.0)
+    fresh = _name(drifted, SMALL_VIP)
+    swapped = {
+        "middle": fresh.loc["busy_small_trader", "tier"],
+        "busy_small_trader": fresh.loc["middle", "tier"],
+    }
+    kept = _name(drifted, SMALL_VIP, preferred=swapped)
+    assert kept.loc[list(swapped), "tier"].to_dict() == swapped  # last month's names hold
+    assert set(kept.loc[list(swapped), "rule"]) == {"carried"}
+    # a large drift moves the name, and a carried VIP grown past the cap loses it
+    far = _name(BOOK, SMALL_VIP, preferred={"middle": "free", "little_of_anything": "ordinary_b"})
+    assert far["tier"].to_dict() == EXPECTED
+    grown = _name(BOOK, {**SMALL_VIP, "rich_and_paying": 0.3}, preferred={"rich_and_paying": "vip"})
+    assert "vip" not in set(grown["tier"])

@@ -106,3 +106,10 @@ def test_new_customers_are_assigned_without_refit(model, book, book_next):
     assert (out["tier"] != "sleeping").all()
     rich_new = (new["planted_type"] == "potential").to_numpy()
     assert (out["tier"][rich_new] == "potential").mean() >= 0.5
+
+
+def test_margins_are_shown_after_a_warm_start(model_next):
+    kmeans = model_next.segments_[model_next.segments_["source"] == "kmeans"]
+    assert kmeans["naming_margin"].notna().all() and (kmeans["naming_margin"] >= 0).all()
+    assert (kmeans["runner_up_tier"] != kmeans["tier"]).all()
+    assert np.isfinite(model_next.quality_["min_naming_margin"])

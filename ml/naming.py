@@ -33,26 +33,30 @@ tenure     ``tenure_months``
 - ``free``: the low-value end, little money, little revenue, little trading;
 - ``sleeping``: no trading.
 
-**Assignment.** The names are given by an optimal one-to-one assignment (the
-Hungarian algorithm) that minimises the summed squared distance between each
-segment's scores and its tier's archetype. With ``k`` equal to the number of
-tiers each name is used exactly once, and a type the book holds gets its
-name wherever it sits: what counts is which segment is *closest* to the
-archetype, not whether it clears a fixed threshold. (With every tier used,
-minimising the summed squared distances is the same as maximising the summed
-dot products of scores and archetypes, so adding a constant to every
-segment's score, as a richer book does, changes no name.) With fewer segments
-than tiers some names go unused; with more, the segments left over after the
-one-to-one assignment take their nearest archetype.
+**Assignment.** The names are given by an optimal assignment (the Hungarian
+algorithm) that minimises the summed squared distance between each segment's
+scores and its tier's archetype, each name given at most once while there are
+names enough. A type the book holds gets its name wherever it sits: what
+counts is which segment is *closest* to the archetype, not whether it clears a
+fixed threshold. (With every tier used once, minimising the summed squared
+distances is the same as maximising the summed dot products of scores and
+archetypes, so adding a constant to every segment's score, as a richer book
+does, changes no name.) With fewer segments than tiers some names go unused.
+With more segments than usable names (k > 6, or no segment may be VIP), the
+assignment has one extra column per segment left over, costing that segment
+its nearest archetype, so which segments share a name is decided by the same
+optimum.
 
 A segment holding more than ``vip_max_share`` of the book, or whose value
 score is below ``vip_min_value``, or whose revenue score is below
 ``vip_min_revenue``, is never named ``vip``: without such a segment no
 customer is VIP, rather than the best of the rest (a segment of wealthy
 newcomers who have not traded yet is potential, however close the others
-are). Tiers fixed in advance (``sleeping`` for the dormant rule's segment,
-names carried from last month) are kept, and the rest are assigned around
-them.
+are). ``sleeping`` is fixed for the dormant rule's segment and, while the rule
+is on, given to no other. Month to month, a carried segment keeping last
+month's name costs ``carry_bonus`` less: names hold on small drifts, move when
+another assignment is clearly better, and the VIP guards bind carried names
+too.
 
 **Margin.** ``naming_margin`` is how much closer the segment's name was than
 the runner-up: the increase in the summed squared distance of the best

@@ -35,6 +35,9 @@ from orchestration.config import ConfigError
 MODEL_DEFAULTS = TieringModel().get_params()
 #: Consecutive months in a new model tier before a customer's published tier moves.
 DEFAULT_HYSTERESIS_PATIENCE = 2
+#: A customer absent from the latest month-ends keeps their published tier's state
+#: for this many months back.
+HYSTERESIS_MAX_GAP_MONTHS = 3
 
 #: Customers the k diagnostics are computed on (a fixed sample beyond this), and
 #: how many of them the silhouettes are computed on: the silhouette compares every
@@ -437,13 +440,17 @@ def previous_published(con: duckdb.DuckDBPyConnection, as_of: dt.date) -> dt.dat
     return prior
 
 
-def hysteresis_state(con: duckdb.DuckDBPyConnection, prior: dt.date | None) -> pd.DataFrame | None:
-    """Month ``prior``'s published tiers before overrides and pending state, for hysteresis.
+def hysteresis_state(con: duckdb.DuckDBPyConnection, as_of: dt.date) -> pd.DataFrame | None:
+    """Each customer's published tier before overrides and pending state, for hysteresis.
 
-    A history written before hysteresis existed has no ``hysteresis_tier``: its
-    ``model_tier`` was then the published tier before overrides.
+    The customer's latest row of ``tiers.customer_tier_history`` before ``as_of``
+    and at most :data:`HYSTERESIS_MAX_GAP_MONTHS` months before it, so a customer
+    missing from one month-end (a late file, a closed-and-reopened account) keeps
+    their tier's protection. A history written before hysteresis existed has no
+    ``hysteresis_tier``: its ``model_tier`` was then the published tier before
+    overrides.
     """
-    if prior is None:
+    if not _table_exists(con, "tiers", "customer_tier_history"):
         return None
     columns = {
         r[0]
@@ -458,11 +465,15 @@ def hysteresis_state(con: duckdb.DuckDBPyConnection, prior: dt.date | None) -> p
         if {"pending_tier", "pending_months"} <= columns
         else "null::varchar as pending_tier, 0 as pending_months"
     )
-    return con.execute(
+    state = con.execute(
         f"select customer_id, {tier} as tier, {pending} from tiers.customer_tier_history "
-        "where as_of_date = ? order by customer_id",
-        [prior],
+        "where as_of_date < ? "
+        f"and as_of_date >= ?::date - interval {HYSTERESIS_MAX_GAP_MONTHS} month "
+        "qualify row_number() over (partition by customer_id order by as_of_date desc) = 1 "
+        "order by customer_id",
+        [as_of, as_of],
     ).df()
+    return state if len(state) else None
 
 
 def k_diagnostics(model: TieringModel, indicators: pd.DataFrame) -> pd.DataFrame:
@@ -511,7 +522,7 @@ def grade(
 
     previous = previous_model(con, as_of)
     prior = previous_published(con, as_of)
-    state = hysteresis_state(con, prior)
+    state = hysteresis_state(con, as_of)
     run_id = grading_id(
         indicators,
         settings,

@@ -18,7 +18,13 @@ import pytest
 
 from ml import TIERS
 from orchestration.config import ConfigError
-from orchestration.tiering import GateSettings, GradingSettings, evaluate_gates, grade
+from orchestration.tiering import (
+    GateSettings,
+    GradingSettings,
+    evaluate_gates,
+    grade,
+    hysteresis_state,
+)
 
 SEPTEMBER = dt.date(2026, 9, 30)
 OCTOBER = dt.date(2026, 10, 31)
@@ -237,3 +243,25 @@ def test_gate_values_and_thresholds(warehouse):
     no_kmo = copy.copy(october.model)
     no_kmo.quality_ = {**october.model.quality_, "kmo": float("nan")}
     assert not evaluate_gates(no_kmo, current, migrations, GateSettings(), naming)[0].passed
+
+
+def test_a_customer_missing_a_month_keeps_the_state_of_their_latest_month():
+    con = duckdb.connect()
+    con.execute("create schema tiers")
+    con.execute(
+        "create table tiers.customer_tier_history as select * from (values "
+        "('A', date '2026-08-31', 'vip', 'vip', null, 0), "  # absent in September
+        "('B', date '2026-05-31', 'vip', 'vip', null, 0), "  # gone for too long
+        "('C', date '2026-08-31', 'free', 'free', null, 0), "
+        "('C', date '2026-09-30', 'free', 'free', 'ordinary_b', 1), "
+        "('D', date '2026-10-31', 'free', 'free', null, 0)"  # this month's own row
+        ") as t(customer_id, as_of_date, model_tier, hysteresis_tier, pending_tier, pending_months)"
+    )
+    state = hysteresis_state(con, OCTOBER).set_index("customer_id")
+    assert state.index.tolist() == ["A", "C"]
+    assert state.loc["A", "tier"] == "vip"
+    assert state.loc["C", ["tier", "pending_tier", "pending_months"]].tolist() == [
+        "free",
+        "ordinary_b",
+        1,
+    ]

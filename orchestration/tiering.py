@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pandas as pd
 
 from ml import (
@@ -133,6 +134,7 @@ def evaluate_gates(
     migrations: pd.DataFrame,
     gates: GateSettings,
     naming: NamingRules,
+    previous_model_tiers: pd.DataFrame | None = None,
 ) -> list[GateResult]:
     """The gates of one grading, in a fixed order (every gate, passed or not).
 
@@ -144,7 +146,10 @@ def evaluate_gates(
       of the graded customers (default: ``naming.vip_max_share``);
     - ``changed_tier_share``: of the customers graded this month and the month
       before, at most ``max_changed_share`` have a different published tier
-      (0 when there is no month before).
+      (0 when there is no month before). Its metadata also gives
+      ``model_changed_share``, the same share for the model's raw tiers
+      (``previous_model_tiers``: customer_id, model_tier of the month before),
+      which hysteresis holds back: a reshuffle shows there the month it happens.
 
     A value that cannot be computed (a NaN KMO) fails its gate.
     """
@@ -158,6 +163,13 @@ def evaluate_gates(
     compared = int(stayed["customers"].sum())
     moved = int(stayed.loc[stayed["from_tier"] != stayed["to_tier"], "customers"].sum())
     changed = moved / compared if compared else 0.0
+    model_changed = float("nan")
+    if previous_model_tiers is not None and len(previous_model_tiers):
+        both = current[["customer_id", "model_tier"]].merge(
+            previous_model_tiers, on="customer_id", suffixes=("", "_before")
+        )
+        if len(both):
+            model_changed = float((both["model_tier"] != both["model_tier_before"]).mean())
     return [
         GateResult(
             "kmo_adequate", bool(kmo >= gates.min_kmo), kmo, gates.min_kmo, "kmo >= min_kmo"
@@ -184,7 +196,12 @@ def evaluate_gates(
             float(changed),
             gates.max_changed_share,
             "share of customers whose published tier changed <= max_changed_share",
-            {"customers_compared": float(compared), "customers_changed": float(moved)},
+            {
+                "customers_compared": float(compared),
+                "customers_changed": float(moved),
+                # omitted in the first graded month
+                **({} if np.isnan(model_changed) else {"model_changed_share": model_changed}),
+            },
         ),
     ]
 
@@ -558,8 +575,21 @@ def grade(
             k_diagnostics(model, indicators), run_id, as_of
         ),
     }
+    previous_model_tiers = (
+        con.execute(
+            "select customer_id, model_tier from tiers.customer_tier_history where as_of_date = ?",
+            [prior],
+        ).df()
+        if prior
+        else None
+    )
     results = evaluate_gates(
-        model, current, tables["tier_migrations"], gates, settings.naming_rules()
+        model,
+        current,
+        tables["tier_migrations"],
+        gates,
+        settings.naming_rules(),
+        previous_model_tiers,
     )
     failed = [gate.name for gate in results if not gate.passed]
     accepted = bool(failed) and gates.accept

@@ -265,3 +265,18 @@ def test_a_customer_missing_a_month_keeps_the_state_of_their_latest_month():
         "ordinary_b",
         1,
     ]
+
+
+def test_the_model_tiers_changes_are_reported_beside_the_published(warehouse):
+    _, october = warehouse
+    current = october.tables["customer_tiers"]
+    migrations = october.tables["tier_migrations"]
+    naming = SETTINGS.naming_rules()
+    before = current[["customer_id", "model_tier"]].copy()
+    before.loc[before.index[:10], "model_tier"] = "sleeping"  # ten held back by hysteresis
+    before = before[before["customer_id"] != current["customer_id"].iloc[-1]]  # one is new
+    changed = (current["model_tier"].iloc[:10] != "sleeping").sum()
+    gate = evaluate_gates(october.model, current, migrations, GateSettings(), naming, before)[3]
+    assert gate.metadata["model_changed_share"] == pytest.approx(changed / len(before))
+    first = evaluate_gates(october.model, current, migrations, GateSettings(), naming)[3]
+    assert "model_changed_share" not in first.metadata

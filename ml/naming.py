@@ -61,7 +61,9 @@ too.
 **Margin.** ``naming_margin`` is how much closer the segment's name was than
 the runner-up: the increase in the summed squared distance of the best
 assignment in which this segment has another name (``runner_up_tier``). Zero
-means a tie; a small margin flags a segment a person should look at.
+means a tie; a small margin flags a segment a person should look at. For a
+carried segment the distances include its ``carry_bonus``, so the margin says
+how firmly the name holds this month.
 """
 
 from __future__ import annotations

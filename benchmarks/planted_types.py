@@ -105,11 +105,14 @@ class Graded:
     scores: dict[str, float] = field(default_factory=dict)
 
 
-def book_indicators(book: Book, folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Generate ``book`` into ``folder``; its latest month-end's indicators and truth."""
+def book_indicators(
+    book: Book, folder: Path, as_of_dates: Iterable[dt.date] = (END_DATE,)
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Generate ``book`` into ``folder``; the indicators of ``as_of_dates`` (by
+    month-end, then customer) and the planted truth of each of their rows."""
     generate(folder, book.customers, book.months, END_DATE, book.seed, mix=MIXES[book.mix])
-    indicators = indicators_duckdb(folder, LOAD_DATE, as_of_dates=[END_DATE])
-    indicators = indicators.sort_values("customer_id", ignore_index=True)
+    indicators = indicators_duckdb(folder, LOAD_DATE, as_of_dates=list(as_of_dates))
+    indicators = indicators.sort_values(["as_of_date", "customer_id"], ignore_index=True)
     truth = pd.read_csv(folder / "_truth.csv", dtype=str)
     truth = indicators[["customer_id"]].merge(truth, on="customer_id", how="left")
     if truth["expected_tier"].isna().any():

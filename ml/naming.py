@@ -74,6 +74,8 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
+from ml.preprocessing import signed_log1p
+
 TIERS: tuple[str, ...] = ("vip", "potential", "ordinary_a", "ordinary_b", "free", "sleeping")
 TIER_RANK: dict[str, int] = {tier: rank for rank, tier in enumerate(TIERS, start=1)}
 SCORES: tuple[str, ...] = ("value", "revenue", "activity", "growth", "tenure")
@@ -198,7 +200,7 @@ def naming_frame(X: pd.DataFrame, rules: NamingRules = DEFAULT_RULES) -> pd.Data
     out = pd.DataFrame(columns, index=X.index)
     out = out.where(np.isfinite(out), np.nan).fillna(0.0)
     skewed = [c for c in out.columns if c in SKEWED_INDICATORS]
-    out[skewed] = np.sign(out[skewed]) * np.log1p(np.abs(out[skewed]))
+    out[skewed] = signed_log1p(out[skewed].to_numpy())
     return out
 
 
@@ -270,6 +272,8 @@ def name_segments(
     segments = list(scores.index)
     free_segments = [s for s in segments if s not in fixed]
     allowed = [t for t in TIERS if t not in exclude]
+    if not set(allowed) - {"vip"}:
+        raise ValueError(f"exclude={exclude!r} leaves no tier a segment can always take")
     open_tiers = [t for t in allowed if t not in set(fixed.values())]
     S = scores.loc[free_segments, list(SCORES)].to_numpy(np.float64)
     # squared distance of each free segment to every allowed archetype
@@ -325,9 +329,6 @@ def name_segments(
                 margins[segment] = alt_total - total
                 column = int(alt_cols[list(alt_rows).index(r)])
                 runner_up[segment] = tier_of(r, column, other_nearest)
-    for segment in free_segments:
-        tiers.setdefault(segment, "ordinary_b")  # only when no tier at all is allowed
-        rules_used.setdefault(segment, "unassigned")
 
     out = scores.copy()
     out["tier"] = [tiers[s] for s in segments]

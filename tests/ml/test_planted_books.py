@@ -14,10 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmarks.planted_types import END_DATE, LOAD_DATE, MIXES, Book, score
-from benchmarks.reference import indicators_duckdb
+from benchmarks.planted_types import END_DATE, Book, book_indicators, score
 from ml import TIERS, TieringModel, apply_hysteresis
-from seeds.generate import generate
 
 #: six month-ends, so that the hysteresis reaches its steady state
 MONTH_ENDS = (
@@ -37,14 +35,11 @@ BOOKS = (Book("default", 201, 4000), Book("dormant_quarter", 202, 7000))
 def graded(request, tmp_path_factory):
     """Six month-ends of one book, each graded warm-started from the one before."""
     book = request.param
-    folder = tmp_path_factory.mktemp(book.name)
-    generate(folder, book.customers, book.months, END_DATE, book.seed, mix=MIXES[book.mix])
-    indicators = indicators_duckdb(folder, LOAD_DATE, as_of_dates=list(MONTH_ENDS))
-    truth = pd.read_csv(folder / "_truth.csv", dtype=str).set_index("customer_id")
+    indicators, truth = book_indicators(book, tmp_path_factory.mktemp(book.name), MONTH_ENDS)
+    month_ends = pd.to_datetime(indicators["as_of_date"]).dt.date
     months, models, previous = [], [], None
     for as_of in MONTH_ENDS:
-        month = indicators[pd.to_datetime(indicators["as_of_date"]).dt.date == as_of]
-        month = month.sort_values("customer_id", ignore_index=True)
+        month = indicators[month_ends == as_of].reset_index(drop=True)
         previous = TieringModel().fit(month, previous=previous)
         months.append(month)
         models.append(previous)
@@ -56,7 +51,7 @@ def graded(request, tmp_path_factory):
         "models": models,
         "latest": latest,
         "fresh": fresh,
-        "truth": truth.loc[latest["customer_id"]].reset_index(),
+        "truth": truth[(month_ends == END_DATE).to_numpy()].reset_index(drop=True),
     }
 
 

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DO_NOT_TRACK := 1
 
-.PHONY: setup run dev test lint sample bench clean
+.PHONY: setup run dev test lint sample bench docs clean
 
 setup: $(VENV)/.installed
 
@@ -33,8 +33,24 @@ lint: setup
 sample: setup  ## regenerate the committed sample landing folder in seeds/sample
 	$(BIN)/python -m seeds.generate --out seeds/sample --customers 2000 --months 24
 
-bench: setup  ## time and memory per stage at several sizes vs one DuckDB query and pandas (README "Benchmark")
+bench: setup  ## time and memory per stage at several sizes vs one DuckDB query and pandas (docs/performance.md)
 	$(BIN)/python -m benchmarks.bench $(BENCH_ARGS)
+
+# The dbt docs site is generated from a copy of the published warehouse: dbt opens its
+# file for writing, and the published file may be held by a BI client or a run.
+DOCS_WAREHOUSE := $(or $(TIERS_WAREHOUSE),data/warehouse.duckdb)
+DOCS_DIR := dbt_project/target/docs
+DOCS_COPY := $(DOCS_DIR)/warehouse/$(notdir $(DOCS_WAREHOUSE))
+
+docs: setup  ## the dbt docs site of the published warehouse (TIERS_WAREHOUSE): every model and column
+	@test -f "$(DOCS_WAREHOUSE)" || { echo "no warehouse at $(DOCS_WAREHOUSE): run 'make run' first" >&2; exit 1; }
+	rm -rf $(DOCS_DIR) && mkdir -p $(dir $(DOCS_COPY))
+	cp "$(DOCS_WAREHOUSE)" "$(DOCS_COPY)"
+	TIERS_WAREHOUSE="$(CURDIR)/$(DOCS_COPY)" $(BIN)/dbt docs generate --static \
+		--project-dir dbt_project --profiles-dir dbt_project --target-path target/docs; \
+		status=$$?; rm -rf $(dir $(DOCS_COPY)); exit $$status
+	@echo "Docs site: open $(DOCS_DIR)/static_index.html, or serve it on http://localhost:8080 with"
+	@echo "  $(BIN)/dbt docs serve --project-dir dbt_project --profiles-dir dbt_project --target-path target/docs"
 
 clean:
 	rm -rf data dbt_project/target dbt_project/logs .pytest_cache

@@ -54,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         metavar="FILE",
         help="Dagster run configuration (YAML, as in the launchpad), e.g. the grading's "
-        "hysteresis_patience or gate thresholds under ops: tier_tables: config:",
+        "model settings under ops: tier_model: config:, gate thresholds under "
+        "ops: grading_gates: config:, hysteresis_patience under ops: tier_models: config:",
     )
     run_parser.add_argument(
         "--accept-grading",
@@ -62,6 +63,12 @@ def main(argv: list[str] | None = None) -> int:
         help="publish the grading even if gates fail (KMO, segment size, VIP share, tier "
         "changes); the failed gates are logged and recorded in tiers.model_runs "
         "(also TIERS_ACCEPT_GRADING=1)",
+    )
+    run_parser.add_argument(
+        "--score-only",
+        action="store_true",
+        help="grade the month with the last fitted model, scored in SQL, without a refit "
+        "(runs scoring_job)",
     )
     args = parser.parse_args(argv)
     try:
@@ -77,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     from orchestration.assets import FULL_REFRESH_TAG  # imports read the dbt manifest
     from orchestration.definitions import defs
 
-    job = defs.resolve_job_def("tiering_job")
+    job = defs.resolve_job_def("scoring_job" if args.score_only else "tiering_job")
     try:
         validate_run_config(job, config)
     except DagsterInvalidConfigError as error:
@@ -87,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    print(f"Running tiering_job: {settings.raw_dir} -> {settings.warehouse}", flush=True)
+    print(f"Running {job.name}: {settings.raw_dir} -> {settings.warehouse}", flush=True)
     with one_run_at_a_time(settings.warehouse) as free:
         if not free:
             print(
@@ -146,7 +153,7 @@ def run_config(path: Path | None, accept_grading: bool) -> dict[str, Any]:
             raise ConfigError(f"run configuration {path}: expected a mapping (ops: ...)")
     if accept_grading:
         ops = config.setdefault("ops", {})
-        grading = ops.setdefault("tier_tables", {}).setdefault("config", {})
+        grading = ops.setdefault("grading_gates", {}).setdefault("config", {})
         grading["accept_gates"] = True
     return config
 

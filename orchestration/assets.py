@@ -1,9 +1,24 @@
-"""The job as Dagster assets: land the raw files, build dbt, grade with ``ml/``, publish.
+"""The job as Dagster assets: land the raw files, build dbt, fit the model, score, publish.
 
 Every asset of a run works on the run's build file (a copy of the published
 warehouse under ``.build/<run id>/``); the last asset, ``published_warehouse``,
 moves it over ``TIERS_WAREHOUSE`` and writes the Parquet snapshot. A run that
 fails anywhere leaves the published warehouse untouched.
+
+The grading, by asset:
+
+- ``tiers/model_*`` (with ``model_runs``, ``model_k_diagnostics``): the model
+  fitted on the month's indicators (:func:`orchestration.tiering.fit_month`);
+- ``tiers/customer_assignments``: its predictions in Python, with each
+  customer's drivers (:func:`orchestration.tiering.assign_month`);
+- the dbt models of ``dbt_project/models/tiers``: the SQL scorer
+  (``customer_scores``, which must equal Python's assignments), the history
+  with hysteresis and overrides, ``customer_tiers``, profiles and migrations;
+- the ``grading_gates`` checks on ``tiers/customer_tiers``: a failed gate stops
+  the run before the publish unless the operator accepts it.
+
+``scoring_job`` leaves out the first two: it grades a month with the last model
+fitted, in SQL alone.
 """
 
 import contextlib
@@ -15,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import pandas as pd
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -30,47 +44,51 @@ from dagster import (
     MetadataValue,
     asset,
     multi_asset,
+    multi_asset_check,
 )
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 from pydantic import Field
 
-from ml import TIERS
-from orchestration import publish
-from orchestration.config import DBT_PROJECT_DIR, Settings, parse_as_of
+from ml import MODEL_TABLES, NamingRules, TieringModel
+from orchestration import config_files, publish
+from orchestration.config import (
+    DBT_PROJECT_DIR,
+    ConfigError,
+    Settings,
+    duckdb_memory_limit,
+    parse_as_of,
+)
 from orchestration.landing import CONTRACT, discover, land
-from orchestration.pipeline import INGESTION, TIER_REPORTING, new_load_id, warehouse_vars
-from orchestration.tier_tables import load_service_plans
+from orchestration.pipeline import new_load_id
 from orchestration.tiering import (
-    DEFAULT_HYSTERESIS_PATIENCE,
+    GATES,
     MODEL_DEFAULTS,
     GateResult,
     GateSettings,
-    Grading,
-    GradingSettings,
-    contract_violations,
-    grade,
+    assign_month,
+    evaluate_gates,
+    fit_month,
+    record_gates,
+    resolve_as_of,
+    stored_model,
 )
 
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
 dbt_project.prepare_if_dev()
 
 RAW_TABLES = tuple(CONTRACT)
-TIER_TABLES = (
-    "customer_tiers",
-    "customer_tier_history",
-    "tier_profiles",
-    "tier_migrations",
-    "service_plans",
-    "model_runs",
-    "override_audit",
-    "model_k_diagnostics",
-    "model",
-)
-CONTRACT_CHECK = "tier_table_contract"
+#: Config files landed beside the raw tables (orchestration.config_files).
+CONFIG_TABLES = ("service_plans", "tier_overrides")
+#: dbt models that type and judge the landed rows (staging, quarantine, reconciliation).
+INGESTION = "staging audit"
+#: dbt models of the tiers schema, built on what the model assets write.
+TIER_MODELS = "path:models/tiers"
+#: Tables the model asset writes (one set of rows per fitted month-end).
+FIT_TABLES = (*MODEL_TABLES, "model_runs", "model_k_diagnostics")
 
 
 class TiersResource(ConfigurableResource):
-    """Where things are: the environment's settings (``TIERS_*`` variables)."""
+    """Where things are: the environment's settings (``TIERS_*`` variables), read once."""
 
     raw_dir: str = Field(default_factory=lambda: str(Settings.from_env().raw_dir))
     warehouse: str = Field(default_factory=lambda: str(Settings.from_env().warehouse))
@@ -94,6 +112,11 @@ class TiersResource(ConfigurableResource):
     def day_of_load(self) -> dt.date:
         return dt.date.fromisoformat(self.load_date) if self.load_date else dt.date.today()
 
+    def grading_month(self, run_id: str) -> dt.date:
+        """The month-end this run grades: TIERS_AS_OF, else the latest the marts hold."""
+        with duckdb.connect(str(self.build(run_id))) as con:
+            return resolve_as_of(con, self.settings().as_of)
+
 
 #: Run tag: start from an empty warehouse and rebuild every month-end.
 FULL_REFRESH_TAG = "tiers/full_refresh"
@@ -104,61 +127,54 @@ def is_full_refresh(context: AssetExecutionContext) -> bool:
 
 
 class GradingConfig(Config):
-    """Run configuration of the grading, with the library's defaults, and its gates.
+    """Run configuration of the model fit; every default is ``TieringModel``'s."""
+
+    n_clusters: int = MODEL_DEFAULTS["n_clusters"]
+    n_factors: int | None = MODEL_DEFAULTS["n_factors"]  # None: factor_selection chooses
+    factor_selection: str = MODEL_DEFAULTS["factor_selection"]  # "parallel" or "kaiser"
+    extraction: str = MODEL_DEFAULTS["extraction"]  # or "principal_axis"
+    min_salient_loadings: int = MODEL_DEFAULTS["min_salient_loadings"]
+    random_state: int = MODEL_DEFAULTS["random_state"]
+    dormant_min_recency_days: float | None = MODEL_DEFAULTS["dormant_min_recency_days"]
+    dormant_min_tenure_months: float = MODEL_DEFAULTS["dormant_min_tenure_months"]
+    # NamingRules thresholds to change (ml/naming.py), e.g. {"vip_max_share": 0.08}
+    naming_thresholds: dict[str, float] = {}
+
+    def model(self) -> TieringModel:
+        known = set(NamingRules.__dataclass_fields__)
+        unknown = sorted(set(self.naming_thresholds) - known)
+        if unknown:
+            raise ConfigError(f"unknown naming rule thresholds {unknown}; known: {sorted(known)}")
+        params = self.model_dump(exclude={"naming_thresholds"})
+        return TieringModel(**params, naming=NamingRules(**self.naming_thresholds))
+
+
+class GateConfig(Config):
+    """The gates a grading must pass before it is published (``GateSettings`` defaults).
 
     A failed gate stops the run before anything is published, unless
     ``accept_gates`` is set: then the failed gates are logged as warnings,
     recorded in ``tiers.model_runs`` and the grading is published.
     """
 
-    n_clusters: int = 6
-    n_factors: int | None = None  # None: factor_selection chooses
-    factor_selection: str = MODEL_DEFAULTS["factor_selection"]  # "parallel" or "kaiser"
-    extraction: str = MODEL_DEFAULTS["extraction"]  # or "principal_axis"
-    min_salient_loadings: int = MODEL_DEFAULTS["min_salient_loadings"]
-    random_state: int = 0
-    dormant_min_recency_days: float | None = 365.0
-    dormant_min_tenure_months: float = 12.0
-    # NamingRules thresholds to change (ml/naming.py), e.g. {"vip_max_share": 0.08}
-    naming_thresholds: dict[str, float] = {}
-    # months in a new model tier before the published tier moves; 1 = no hysteresis
-    hysteresis_patience: int = DEFAULT_HYSTERESIS_PATIENCE
-    min_kmo: float = GateSettings.min_kmo  # gate: KMO at least this
-    min_segment_share: float = GateSettings.min_segment_share  # gate: every K-means segment
-    max_vip_share: float | None = None  # gate: published vip share; None: naming's vip_max_share
-    max_changed_share: float = GateSettings.max_changed_share  # gate: published tier changed
-    accept_gates: bool = False  # publish although gates failed (recorded in model_runs)
+    min_kmo: float = GateSettings.min_kmo
+    min_segment_share: float = GateSettings.min_segment_share
+    max_vip_share: float | None = None  # None: the naming's vip_max_share
+    max_changed_share: float = GateSettings.max_changed_share
+    accept_gates: bool = False
 
-    def grading(self) -> GradingSettings:
-        return GradingSettings(
-            n_clusters=self.n_clusters,
-            n_factors=self.n_factors,
-            factor_selection=self.factor_selection,
-            extraction=self.extraction,
-            min_salient_loadings=self.min_salient_loadings,
-            random_state=self.random_state,
-            dormant_min_recency_days=self.dormant_min_recency_days,
-            dormant_min_tenure_months=self.dormant_min_tenure_months,
-            naming=tuple(sorted(self.naming_thresholds.items())),
-            hysteresis_patience=self.hysteresis_patience,
-        )
-
-    def gates(self) -> GateSettings:
+    def settings(self) -> GateSettings:
         return GateSettings(
-            min_kmo=self.min_kmo,
-            min_segment_share=self.min_segment_share,
-            max_vip_share=self.max_vip_share,
-            max_changed_share=self.max_changed_share,
-            accept=self.accept_gates,
+            self.min_kmo,
+            self.min_segment_share,
+            self.max_vip_share,
+            self.max_changed_share,
+            self.accept_gates,
         )
 
 
-class IndicatorConfig(Config):
-    """The indicators' dbt vars (dbt_project.yml has the same defaults)."""
-
-    window_months: int = 12  # trailing window; changing it needs a full refresh
-    cash_spread_rate: float = 0.015  # annual spread on idle cash
-    reporting_currency: str = "CNY"
+class DbtVarsConfig(Config):
+    """dbt vars as run configuration; the defaults are dbt_project.yml's (a test checks)."""
 
     def dbt_vars(self) -> dict[str, Any]:
         """The vars set to something other than their default (dbt_project.yml has those).
@@ -170,17 +186,34 @@ class IndicatorConfig(Config):
         return {name: value for name, value in self.model_dump().items() if value != defaults[name]}
 
 
+class IndicatorConfig(DbtVarsConfig):
+    """The indicators' dbt vars."""
+
+    window_months: int = 12  # trailing window; changing it needs a full refresh
+    cash_spread_rate: float = 0.015  # annual spread on idle cash
+    reporting_currency: str = "CNY"
+
+
+class TierConfig(DbtVarsConfig):
+    """The tier models' dbt vars."""
+
+    # months in a new model tier before the published tier moves; 1 = no hysteresis
+    hysteresis_patience: int = 2
+
+
 class Translator(DagsterDbtTranslator):
-    """dbt models keyed ``<schema>/<name>``, sources ``raw/<table>`` or ``tiers/<table>``."""
+    """dbt models and sources keyed ``<schema>/<name>`` (``raw/trades``, ``tiers/model_runs``)."""
 
     def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> AssetKey:
-        if dbt_resource_props["resource_type"] == "source":
-            schema = "raw" if dbt_resource_props["source_name"] == "broker" else "tiers"
-            return AssetKey([schema, dbt_resource_props["name"]])
         return AssetKey([dbt_resource_props["schema"], dbt_resource_props["name"]])
 
     def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
         return dbt_resource_props["fqn"][1] if len(dbt_resource_props["fqn"]) > 2 else "dbt"
+
+
+def warehouse_vars(path: Path) -> dict[str, str]:
+    """The variables dbt's profile reads: the file to build and DuckDB's memory limit."""
+    return {"TIERS_WAREHOUSE": str(path), "TIERS_DUCKDB_MEMORY_LIMIT": duckdb_memory_limit()}
 
 
 @contextlib.contextmanager
@@ -229,18 +262,24 @@ def dbt_args(
 
 
 @multi_asset(
-    specs=[AssetSpec(AssetKey(["raw", table]), group_name="raw") for table in RAW_TABLES],
+    specs=[
+        AssetSpec(AssetKey(["raw", table]), group_name="raw")
+        for table in (*RAW_TABLES, *CONFIG_TABLES)
+    ],
     description="Check the files of TIERS_RAW_DIR that are new or changed and hand them to "
-    "the staging models (raw.<table> views, all text).",
+    "the staging models (raw.<table> views, all text); land the service plans and the "
+    "tier overrides (TIERS_SERVICE_PLANS, TIERS_OVERRIDES).",
 )
 def raw_files(context: AssetExecutionContext, tiers: TiersResource):
     settings = tiers.settings()
-    # tiering reads the service plans after the whole build: a broken file stops the run now
-    load_service_plans(settings.service_plans)
+    # the config files are checked first: a broken one stops the run before the build
+    plans = config_files.load_service_plans(settings.service_plans)
     files = discover(settings.raw_dir)  # whole-file problems stop the run here
     build = publish.start_build(settings.warehouse, context.run.run_id, is_full_refresh(context))
     with duckdb.connect(str(build)) as con:
         landed = land(con, files, new_load_id())
+        config_files.land_service_plans(con, settings.service_plans)
+        overrides = config_files.land_overrides(con, settings.overrides)
     for table in RAW_TABLES:
         yield MaterializeResult(
             asset_key=AssetKey(["raw", table]),
@@ -250,6 +289,14 @@ def raw_files(context: AssetExecutionContext, tiers: TiersResource):
                 "build": str(build),
             },
         )
+    yield MaterializeResult(
+        asset_key=AssetKey(["raw", "service_plans"]),
+        metadata={"tiers": len(plans), "file": str(settings.service_plans)},
+    )
+    yield MaterializeResult(
+        asset_key=AssetKey(["raw", "tier_overrides"]),
+        metadata={"lines": overrides, "file": str(settings.overrides or "")},
+    )
 
 
 @dbt_assets(
@@ -269,7 +316,7 @@ def staging_models(context: AssetExecutionContext, dbt: DbtCliResource, tiers: T
 @dbt_assets(
     manifest=dbt_project.manifest_path,
     project=dbt_project,
-    exclude=f"{INGESTION} {TIER_REPORTING}",
+    exclude=f"{INGESTION} {TIER_MODELS}",
     dagster_dbt_translator=Translator(),
 )
 def warehouse_models(
@@ -291,135 +338,152 @@ def warehouse_models(
             group_name="tiers",
             deps=[AssetKey(["marts", "customer_indicators"])],
         )
-        for table in TIER_TABLES
+        for table in FIT_TABLES
     ],
-    check_specs=[
-        *[
-            AssetCheckSpec(
-                name,
-                asset=AssetKey(["tiers", "customer_tiers"]),
-                blocking=True,
-                description=description,
-            )
-            for name, description in (
-                ("kmo_adequate", "Gate: the model's KMO is at least min_kmo."),
-                (
-                    "smallest_segment_share",
-                    "Gate: every K-means segment holds at least min_segment_share of the book.",
-                ),
-                (
-                    "vip_share",
-                    "Gate: the published vip tier holds at most max_vip_share of the book "
-                    "(default: the naming's vip_max_share).",
-                ),
-                (
-                    "changed_tier_share",
-                    "Gate: at most max_changed_share of the customers graded this month and "
-                    "the month before changed published tier.",
-                ),
-            )
-        ],
-        AssetCheckSpec(
-            CONTRACT_CHECK,
-            asset=AssetKey(["tiers", "customer_tiers"]),
-            blocking=True,
-            description="Columns and types of the tier tables, tier codes, one row per "
-            "customer, profiles counting every graded customer. No operator can accept "
-            "a broken contract.",
-        ),
-    ],
-    description="Grade the month's customers with ml/ and write the tiers schema. A failed "
-    "gate or contract stops the run here, before anything is published.",
+    description="Fit the tiering model (factor analysis, then K-means, then naming) on the "
+    "month's indicators, warm-started from the last month's, and store it as tables.",
 )
-def tier_tables(context: AssetExecutionContext, config: GradingConfig, tiers: TiersResource):
-    settings = tiers.settings()
+def tier_model(context: AssetExecutionContext, config: GradingConfig, tiers: TiersResource):
+    as_of = tiers.grading_month(context.run.run_id)
     with duckdb.connect(str(tiers.build(context.run.run_id))) as con:
-        result = grade(
-            con,
-            settings.as_of,
-            config.grading(),
-            gates=config.gates(),
-            plans_path=settings.service_plans,
-            overrides_path=settings.overrides,
-            orchestrator_run_id=context.run.run_id,
-        )
-        violations = contract_violations(con)
-    tables = result.tables
-    current = tables["customer_tiers"]
-    profiles = tables["tier_profiles"]
-    migrations = tables["tier_migrations"]
-    quality = result.model.quality_
-    sizes = current.groupby("tier").size().reindex(list(TIERS), fill_value=0)
-    held = int((current["hysteresis_tier"] != current["model_tier"]).sum())
-    common = {"as_of_date": str(result.as_of), "grading_id": result.grading_id}
-    k_markdown = MetadataValue.md(_k_markdown(tables["model_k_diagnostics"]))
+        fit = fit_month(con, as_of, config.model(), orchestrator_run_id=context.run.run_id)
+    quality = fit.model.quality_
+    common = {"as_of_date": str(as_of), "run_id": fit.run_id}
     metadata = {
-        "customer_tiers": {
-            **common,
-            "customers": len(current),
-            "overrides": int(current["is_override"].sum()),
-            "held by hysteresis": held,
-            "tier sizes": MetadataValue.md(sizes.rename("customers").to_frame().to_markdown()),
-        },
-        "tier_profiles": {**common, "profile": MetadataValue.md(_profile_markdown(profiles))},
-        "tier_migrations": {
-            **common,
-            "migration matrix": MetadataValue.md(_migration_markdown(migrations)),
-        },
         "model_runs": {
             **common,
-            "k diagnostics": k_markdown,
-            "gates failed": ",".join(g.name for g in result.failed_gates),
-            "accepted by operator": result.accepted_by_operator,
+            "customers": len(fit.indicators),
+            "factors": int(fit.model.factor_model_.n_factors_),
+            "segments": len(fit.model.segments_),
             **{
                 key: float(quality[key])
                 for key in ("kmo", "bartlett_p_value", "silhouette")
                 if key in quality
             },
         },
-        "model_k_diagnostics": {**common, "k diagnostics": k_markdown},
+        "model_k_diagnostics": {
+            **common,
+            "k diagnostics": MetadataValue.md(fit.k_diagnostics.round(4).to_markdown(index=False)),
+        },
+        "model_segments": {
+            **common,
+            "naming": MetadataValue.md(
+                fit.model.segments_[["segment", "tier", "share", "rule", "naming_margin"]]
+                .round(4)
+                .to_markdown(index=False)
+            ),
+        },
     }
-    for table in TIER_TABLES:
+    for table in FIT_TABLES:
         yield MaterializeResult(
             asset_key=AssetKey(["tiers", table]), metadata=metadata.get(table, common)
         )
-    blocked = bool(result.failed_gates) and not result.accepted_by_operator
-    for gate in result.gates:
-        yield _gate_check(gate, blocked)
-    yield AssetCheckResult(
-        asset_key=AssetKey(["tiers", "customer_tiers"]),
-        check_name=CONTRACT_CHECK,
-        passed=not violations,
-        severity=AssetCheckSeverity.ERROR,
-        metadata={"violations": MetadataValue.md("\n".join(f"- {v}" for v in violations))}
-        if violations
-        else {},
+
+
+@asset(
+    key=AssetKey(["tiers", "customer_assignments"]),
+    group_name="tiers",
+    deps=[AssetKey(["tiers", table]) for table in MODEL_TABLES],
+    description="The fitted model's predictions in Python: each customer's segment, model "
+    "tier, factor scores and drivers. The SQL scorer (tiers.customer_scores) must agree.",
+)
+def customer_assignments(context: AssetExecutionContext, tiers: TiersResource):
+    as_of = tiers.grading_month(context.run.run_id)
+    with duckdb.connect(str(tiers.build(context.run.run_id))) as con:
+        rows = assign_month(con, as_of)
+    sizes = rows.groupby("model_tier").size().rename("customers").to_frame()
+    return MaterializeResult(
+        metadata={
+            "as_of_date": str(as_of),
+            "customers": len(rows),
+            "model tiers": MetadataValue.md(sizes.to_markdown()),
+        }
     )
-    for gate in result.failed_gates if result.accepted_by_operator else ():
-        context.log.warning(f"gate failed, accepted by the operator: {gate.describe()}")
-    if blocked or violations:
+
+
+@dbt_assets(
+    manifest=dbt_project.manifest_path,
+    project=dbt_project,
+    select=TIER_MODELS,
+    dagster_dbt_translator=Translator(),
+    name="tier_models",
+)
+def tier_models(
+    context: AssetExecutionContext, dbt: DbtCliResource, tiers: TiersResource, config: TierConfig
+):
+    """The tiers schema in dbt: SQL scores, history, customer tiers, profiles, migrations."""
+    build = tiers.build(context.run.run_id)
+    as_of = tiers.grading_month(context.run.run_id)
+    with duckdb.connect(str(build)) as con:
+        if stored_model(con, as_of) is None:
+            raise Failure(
+                description=f"no tiering model fitted on or before {as_of}: run tiering_job "
+                "(which fits one) before scoring with the last model"
+            )
+    variables = {"grading_month": as_of.isoformat(), **config.dbt_vars()}
+    args = dbt_args("build", tiers.day_of_load(), dbt_vars=variables)
+    with warehouse_env(build):
+        yield from dbt.cli(args, context=context, target_path=dbt_target_path(context)).stream()
+
+
+@multi_asset_check(
+    specs=[
+        AssetCheckSpec(
+            name,
+            asset=AssetKey(["tiers", "customer_tiers"]),
+            blocking=True,
+            description=description,
+        )
+        for name, description in zip(
+            GATES,
+            (
+                "Gate: the model's KMO is at least min_kmo.",
+                "Gate: every K-means segment holds at least min_segment_share of the book.",
+                "Gate: the published vip tier holds at most max_vip_share of the book "
+                "(default: the naming's vip_max_share).",
+                "Gate: at most max_changed_share of the customers graded this month and "
+                "the month before changed published tier.",
+            ),
+            strict=True,
+        )
+    ],
+    description="The grading's gates, judged on the tables dbt built. A failed gate stops "
+    "the run before the publish unless the operator accepts the grading.",
+)
+def grading_gates(context, config: GateConfig, tiers: TiersResource):
+    as_of = tiers.grading_month(context.run.run_id)
+    gates = config.settings()
+    with duckdb.connect(str(tiers.build(context.run.run_id))) as con:
+        run_id, results = evaluate_gates(con, as_of, gates)
+        failed = [gate.name for gate in results if not gate.passed]
+        accepted = bool(failed) and gates.accept
+        (fitted,) = con.execute(
+            "select count(*) from tiers.model_runs where run_id = ? and as_of_date = ?",
+            [run_id, as_of],
+        ).fetchall()[0]
+        if fitted:  # a month scored with an earlier month's model leaves that fit's row alone
+            record_gates(con, run_id, failed, accepted)
+    blocked = bool(failed) and not accepted
+    for gate in results:
+        yield _gate_check(gate, blocked)
+    for gate in results if accepted else ():
+        if not gate.passed:
+            context.log.warning(f"gate failed, accepted by the operator: {gate.describe()}")
+    if blocked:
         raise Failure(
-            description=gate_failure_message(result, violations),
-            metadata={
-                "gates failed": ",".join(g.name for g in result.failed_gates),
-                "contract violations": len(violations),
-            },
+            description=gate_failure_message(as_of, [g for g in results if not g.passed]),
+            metadata={"gates failed": ",".join(failed)},
         )
 
 
-def gate_failure_message(result: Grading, violations: list[str]) -> str:
+def gate_failure_message(as_of: dt.date, failed: list[GateResult]) -> str:
     """Why a grading is not published: each failed gate with its value and threshold."""
-    lines = []
-    if result.failed_gates and not result.accepted_by_operator:
-        lines.append(
-            f"The grading of {result.as_of} failed {len(result.failed_gates)} gate(s): "
-            + "; ".join(gate.describe() for gate in result.failed_gates)
-            + ". To publish it anyway, accept it: run config accept_gates: true "
-            "(python -m orchestration run --accept-grading)."
-        )
-    if violations:
-        lines.append("The tier tables break their contract: " + "; ".join(violations) + ".")
-    return " ".join(lines)
+    return (
+        f"The grading of {as_of} failed {len(failed)} gate(s): "
+        + "; ".join(gate.describe() for gate in failed)
+        + ". To publish it anyway, accept it: run config accept_gates: true under "
+        "ops: grading_gates (python -m orchestration run --accept-grading)."
+    )
 
 
 def _gate_check(gate: GateResult, blocked: bool) -> AssetCheckResult:
@@ -440,49 +504,45 @@ def _gate_check(gate: GateResult, blocked: bool) -> AssetCheckResult:
     )
 
 
-def _k_markdown(diagnostics: pd.DataFrame) -> str:
-    """tiers.model_k_diagnostics of the month (k = 2..10) as a table."""
-    table = diagnostics.drop(columns=["as_of_date", "run_id"])
-    return table.round(4).to_markdown(index=False)
-
-
-def _profile_markdown(profiles: pd.DataFrame) -> str:
-    columns = [c for c in profiles.columns if c.startswith("mean_")]
-    table = profiles.set_index("tier")[["customers", "share", "revenue", *columns]]
-    return table.round(3).to_markdown()
-
-
-def _migration_markdown(migrations: pd.DataFrame) -> str:
-    if migrations.empty:
-        return "no customers"
-    matrix = migrations.pivot_table(
-        index="from_tier", columns="to_tier", values="customers", aggfunc="sum", fill_value=0
+def _published_tier_metadata(warehouse: Path) -> dict[str, Any]:
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        sizes = con.execute(
+            "select tier, count(*) as customers, count(*) filter (where is_override) as overrides,"
+            " count(*) filter (where pending_tier is not null) as held_by_hysteresis "
+            "from tiers.customer_tiers group by tier order by min(tier_rank)"
+        ).df()
+        migrations = con.execute(
+            "select from_tier, to_tier, customers from tiers.tier_migrations "
+            "where as_of_date = (select max(as_of_date) from tiers.customer_tiers)"
+        ).df()
+    matrix = (
+        migrations.pivot_table(
+            index="from_tier", columns="to_tier", values="customers", aggfunc="sum", fill_value=0
+        ).to_markdown()
+        if len(migrations)
+        else "no customers"
     )
-    return matrix.to_markdown()
-
-
-@dbt_assets(
-    manifest=dbt_project.manifest_path,
-    project=dbt_project,
-    select=TIER_REPORTING,
-    dagster_dbt_translator=Translator(),
-    name="tier_reporting_models",
-)
-def tier_reporting_models(
-    context: AssetExecutionContext, dbt: DbtCliResource, tiers: TiersResource
-):
-    """dbt models on the tier tables (activity by branch and tier)."""
-    with warehouse_env(tiers.build(context.run.run_id)):
-        args = dbt_args("build", tiers.day_of_load())
-        yield from dbt.cli(args, context=context, target_path=dbt_target_path(context)).stream()
+    return {
+        "customers": int(sizes["customers"].sum()),
+        "tier sizes": MetadataValue.md(sizes.to_markdown(index=False)),
+        "migration matrix": MetadataValue.md(matrix),
+    }
 
 
 @asset(
     key=AssetKey(["published_warehouse"]),
     group_name="publish",
     deps=[
-        *[AssetKey(["tiers", table]) for table in TIER_TABLES],
-        AssetKey(["marts", "tier_activity_by_branch"]),
+        AssetKey(["tiers", table])
+        for table in (
+            "customer_tiers",
+            "customer_tier_history",
+            "tier_profiles",
+            "tier_migrations",
+            "override_audit",
+            "service_plans",
+            "tier_activity_by_branch",
+        )
     ],
     description="Move the run's build over TIERS_WAREHOUSE and write the Parquet snapshot.",
 )
@@ -491,5 +551,9 @@ def published_warehouse(context: AssetExecutionContext, tiers: TiersResource) ->
     publish.publish(tiers.build(context.run.run_id), warehouse)
     folder = publish.write_snapshot(warehouse, publish.snapshot_root(warehouse), context.run.run_id)
     return MaterializeResult(
-        metadata={"warehouse": str(warehouse), "snapshot": MetadataValue.path(str(folder))}
+        metadata={
+            "warehouse": str(warehouse),
+            "snapshot": MetadataValue.path(str(folder)),
+            **_published_tier_metadata(warehouse),
+        }
     )

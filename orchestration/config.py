@@ -5,6 +5,8 @@ from __future__ import annotations
 import calendar
 import datetime as dt
 import os
+import subprocess
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,3 +90,39 @@ def parse_as_of(text: str | None) -> dt.date | None:
             f"(e.g. {day.replace(day=calendar.monthrange(day.year, day.month)[1])})"
         )
     return day
+
+
+def prepare_manifest() -> Path:
+    """``dbt parse`` when the manifest is missing or older than the dbt project's files.
+
+    Dagster reads the dbt project from this manifest at import time; ``dagster
+    dev`` prepares it itself, everything else (the CLI, tests, CI) calls this first.
+    Raises :class:`ConfigError` with dbt's output when the project does not parse.
+    """
+    manifest = DBT_PROJECT_DIR / "target" / "manifest.json"
+    sources = [
+        p
+        for folder in ("models", "macros", "tests")
+        for p in (DBT_PROJECT_DIR / folder).rglob("*")
+        if p.is_file()
+    ] + [DBT_PROJECT_DIR / "dbt_project.yml", DBT_PROJECT_DIR / "profiles.yml"]
+    if manifest.exists() and manifest.stat().st_mtime >= max(p.stat().st_mtime for p in sources):
+        return manifest
+    dbt = Path(sys.executable).with_name("dbt")
+    done = subprocess.run(
+        [
+            str(dbt),
+            "parse",
+            "--project-dir",
+            str(DBT_PROJECT_DIR),
+            "--profiles-dir",
+            str(DBT_PROJECT_DIR),
+        ],
+        cwd=DBT_PROJECT_DIR,
+        env={**os.environ, "DO_NOT_TRACK": "1"},
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        raise ConfigError(f"dbt parse failed:\n{done.stdout[-3000:]}")
+    return manifest

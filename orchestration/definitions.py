@@ -1,7 +1,9 @@
 """The Dagster code location: ``dagster dev -m orchestration.definitions`` (``make dev``).
 
-One job, ``tiering_job``, materialises everything from the raw files to the
-published tiers; a monthly schedule and a sensor on ``TIERS_RAW_DIR`` start it.
+``tiering_job`` materialises everything from the raw files to the published
+tiers, fitting the model on the graded month; ``scoring_job`` does the same
+but scores the month with the last fitted model, in SQL, without a refit. A
+monthly schedule and a sensor on ``TIERS_RAW_DIR`` start ``tiering_job``.
 """
 
 from __future__ import annotations
@@ -26,12 +28,14 @@ from dagster_dbt import DbtCliResource
 
 from orchestration.assets import (
     TiersResource,
+    customer_assignments,
     dbt_project,
+    grading_gates,
     published_warehouse,
     raw_files,
     staging_models,
-    tier_reporting_models,
-    tier_tables,
+    tier_model,
+    tier_models,
     warehouse_models,
 )
 from orchestration.config import Settings
@@ -39,7 +43,15 @@ from orchestration.config import Settings
 tiering_job = define_asset_job(
     "tiering_job",
     selection=AssetSelection.all(),
-    description="Raw files -> staging and marts -> tiers -> published warehouse and snapshot.",
+    description="Raw files -> staging and marts -> model fit -> tiers -> published warehouse "
+    "and snapshot.",
+)
+
+scoring_job = define_asset_job(
+    "scoring_job",
+    selection=AssetSelection.all() - AssetSelection.assets(tier_model, customer_assignments),
+    description="As tiering_job, but the month is scored in SQL with the last fitted model "
+    "(no refit): for new customers between refits.",
 )
 
 monthly_schedule = ScheduleDefinition(
@@ -79,11 +91,13 @@ def make_definitions(tiers: TiersResource | None = None) -> Definitions:
             raw_files,
             staging_models,
             warehouse_models,
-            tier_tables,
-            tier_reporting_models,
+            tier_model,
+            customer_assignments,
+            tier_models,
             published_warehouse,
         ],
-        jobs=[tiering_job],
+        asset_checks=[grading_gates],
+        jobs=[tiering_job, scoring_job],
         schedules=[monthly_schedule],
         sensors=[new_raw_files],
         resources={

@@ -190,12 +190,13 @@ def tier_summary(warehouse: Path) -> str:
             select as_of_date, run_id, kmo, n_factors, k, silhouette, gates_failed,
                    accepted_by_operator
             from tiers.model_runs
-            where as_of_date = (select max(as_of_date) from tiers.customer_tiers)""").fetchall()[0]
-        (held,) = con.execute("""select count(*) filter (where hysteresis_tier <> model_tier)
+            where run_id = (select max(run_id) from tiers.customer_tiers)""").fetchall()[0]
+        held, graded = con.execute("""select count(*) filter (where hysteresis_tier <> model_tier),
+                                        max(as_of_date)
                                  from tiers.customer_tiers""").fetchall()[0]
     total = sum(n for _, n, _ in sizes) or 1
     lines = [
-        f"Tiers as of {as_of} (grading {run_id}; KMO {kmo:.2f}, {factors} factors, "
+        f"Tiers as of {graded} (model {run_id} fitted on {as_of}; KMO {kmo:.2f}, {factors} factors, "
         f"k = {k}, silhouette {silhouette:.2f})",
         f"{'tier':<12}{'customers':>11}{'share':>8}{'overrides':>11}",
     ]

@@ -74,3 +74,29 @@ def dirty_landing(request, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def dirty_warehouse(dirty_landing, tmp_path_factory) -> Path:
     return build(dirty_landing, tmp_path_factory.mktemp("wh_dirty") / "warehouse.duckdb")
+
+
+def run_job(
+    landing: Path,
+    warehouse: Path,
+    run_config: dict | None = None,
+    job: str = "tiering_job",
+    **settings,
+):
+    """Run one of the product's Dagster jobs in-process on ``landing`` into ``warehouse``.
+
+    ``settings`` are TiersResource fields (``as_of``, ``overrides``, ``service_plans``).
+    """
+    from orchestration.config import prepare_manifest
+
+    prepare_manifest()  # the definitions read the dbt manifest at import
+    from orchestration.assets import TiersResource
+    from orchestration.definitions import make_definitions
+
+    config = {"as_of": None, "overrides": None, "load_date": LOAD_DATE.isoformat(), **settings}
+    tiers = TiersResource(raw_dir=str(landing), warehouse=str(warehouse), **config)
+    return (
+        make_definitions(tiers)
+        .resolve_job_def(job)
+        .execute_in_process(run_config=run_config, raise_on_error=False)
+    )

@@ -1,0 +1,13 @@
+-- How the brokerage serves each tier, one row per tier, from the business-edited
+-- service plans file (config/service_plans.yml).
+select
+    tier,
+    tier_rank,
+    display_name,
+    manager_level,
+    contact_frequency,
+    contacts_per_year,
+    service_time_share,
+    plan_version,
+    description
+from {{ ref('stg_crm__service_plans') }}

@@ -34,8 +34,10 @@ STAGE_OF_STEP = {
     "raw_files": "ingestion",
     "staging_models": "ingestion",
     "warehouse_models": "dbt build",
-    "tier_reporting_models": "dbt build",
-    "tier_tables": "tiering",
+    "tier_model": "tiering",
+    "tiers__customer_assignments": "tiering",
+    "tier_models": "tiering",
+    "grading_gates": "tiering",
     "published_warehouse": "publish",
 }
 STAGES = ("ingestion", "dbt build", "tiering", "publish")

@@ -40,8 +40,8 @@ WINDOWS = [
     StepWindow("raw_files", 1.0, 2.0),
     StepWindow("staging_models", 2.0, 4.0),
     StepWindow("warehouse_models", 4.0, 7.0),
-    StepWindow("tier_tables", 7.0, 8.0),
-    StepWindow("tier_reporting_models", 8.0, 8.5),
+    StepWindow("tier_model", 7.0, 8.0),
+    StepWindow("staging_models", 8.0, 8.5),
     StepWindow("published_warehouse", 8.5, 9.0),
 ]
 
@@ -52,13 +52,13 @@ def test_each_sample_counts_for_the_stage_whose_step_it_falls_in():
         (1.5, 300),  # raw_files: ingestion
         (3.0, 200),  # staging_models: ingestion
         (5.0, 900),  # warehouse_models: dbt build
-        (7.5, 400),  # tier_tables: tiering
-        (8.2, 500),  # tier_reporting_models: dbt build, lower than its other step
+        (7.5, 400),  # tier_model: tiering
+        (8.2, 250),  # staging_models again: ingestion, lower than its other step
         (9.5, 150),  # tear-down: overhead
     ]
     figures = stage_figures(measured(samples), WINDOWS)
-    assert figures["ingestion"] == Figure(3.0, 300)
-    assert figures["dbt build"] == Figure(3.5, 900)
+    assert figures["ingestion"] == Figure(3.5, 300)
+    assert figures["dbt build"] == Figure(3.0, 900)
     assert figures["tiering"] == Figure(1.0, 400)
     assert figures["publish"] == Figure(0.5, None)  # no sample inside: unknown, not 0
     assert figures[MARTS] == Figure(6.5, 900)

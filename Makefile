@@ -21,14 +21,16 @@ run: setup  ## land TIERS_RAW_DIR, build and publish the warehouse, print a summ
 dev: setup  ## the Dagster UI on http://localhost:3000 (runs and schedules kept in data/dagster_home)
 	mkdir -p data/dagster_home
 	cp orchestration/dagster.yaml data/dagster_home/dagster.yaml
-	$(BIN)/python -c 'from orchestration.pipeline import prepare_manifest; prepare_manifest()'
+	$(BIN)/python -c 'from orchestration.config import prepare_manifest; prepare_manifest()'
 	PATH=$(CURDIR)/$(BIN):$$PATH DAGSTER_HOME=$(CURDIR)/data/dagster_home $(BIN)/dagster dev -m orchestration.definitions
 
 test: setup lint  ## every test: generator, landing, dbt build on clean and dirty data
 	$(BIN)/python -m pytest
 
-lint: setup
+lint: setup  ## ruff; sqlfluff over the dbt models and tests (compiled against an in-memory DuckDB)
 	$(BIN)/ruff check .
+	TIERS_WAREHOUSE=:memory: DBT_TARGET_PATH=$(CURDIR)/dbt_project/target/sqlfluff \
+		$(BIN)/sqlfluff lint dbt_project/models dbt_project/tests
 
 sample: setup  ## regenerate the committed sample landing folder in seeds/sample
 	$(BIN)/python -m seeds.generate --out seeds/sample --customers 2000 --months 24

@@ -40,7 +40,8 @@ landed_files as (
     from {{ source('broker', 'landed_files') }}
 )
 
-select
+-- ordered for its reader, so not the `select * from final` passthrough
+select  -- noqa: CV13
     quarantined.source_table,
     quarantined.source_file,
     quarantined.source_row,
@@ -59,5 +60,7 @@ from (
 left join landed_files
     on quarantined.source_table = landed_files.source_table
     and quarantined.source_file = landed_files.source_file
-order by quarantined.source_table, quarantined.source_file,
+order by
+    quarantined.source_table,
+    quarantined.source_file,
     coalesce(quarantined.source_row, quarantined.source_line)

@@ -23,7 +23,8 @@ spine as (
     select customers.customer_key, months.month_start
     from customers
     cross join months
-    where customers.first_open_date <= (select max(as_of_date) from months)
+    where customers.first_open_date
+        <= (select max(as_of_date) from {{ ref('int_reporting_months') }})
         and (
             customers.last_close_date is null
             or months.month_start

@@ -35,8 +35,9 @@ account_changes as (
         union all
         select
             customers.customer_key,
-            greatest(date_trunc('month', accounts.close_date), first_month.month_start)::date,
-            -1
+            greatest(date_trunc('month', accounts.close_date), first_month.month_start)::date
+                as month_start,
+            -1 as change
         from {{ ref('stg_broker__accounts') }} as accounts
         inner join customers on accounts.customer_id = customers.customer_id
         cross join first_month

@@ -12,11 +12,14 @@ activity_dates as (
     select min(trade_date) as first_date, max(trade_date) as last_date
     from {{ ref('stg_broker__trades') }}
     union all
-    select min(fee_date), max(fee_date) from {{ ref('stg_broker__fees') }}
+    select min(fee_date) as first_date, max(fee_date) as last_date
+    from {{ ref('stg_broker__fees') }}
     union all
-    select min(as_of_date), max(as_of_date) from {{ ref('stg_broker__balances') }}
+    select min(as_of_date) as first_date, max(as_of_date) as last_date
+    from {{ ref('stg_broker__balances') }}
     union all
-    select min(flow_date), max(flow_date) from {{ ref('stg_broker__cash_flows') }}
+    select min(flow_date) as first_date, max(flow_date) as last_date
+    from {{ ref('stg_broker__cash_flows') }}
 ),
 
 coverage as (

@@ -72,8 +72,9 @@ earlier_months as (
     select
         customer_key,
         max(last_trade_date) as latest_trade_date,
-        arg_max(last_snapshot_net_assets, month_start)
-            filter (where last_snapshot_net_assets is not null) as latest_net_assets
+        arg_max(last_snapshot_net_assets, month_start) filter (
+            where last_snapshot_net_assets is not null
+        ) as latest_net_assets
     from {{ ref('int_customer_months') }}
     {% if is_incremental() -%}
     where month_start
@@ -130,7 +131,7 @@ rolled as (
 
 windowed as (
     select
-        rolled.* exclude (latest_trade_date, net_assets_before_window),
+        rolled.* exclude (rolled.latest_trade_date, rolled.net_assets_before_window),
         months.as_of_date,
         months.window_start_date,
         months.window_months,
@@ -142,12 +143,18 @@ windowed as (
             as latest_trade_date,
         -- the latest trade up to the as-of date is in the window when it is on or
         -- after the window's first day (in the months read, never earlier)
-        case when rolled.latest_trade_date >= months.window_start_date
-            then rolled.latest_trade_date end as last_trade_date_in_window,
-        case when rolled.snapshot_days > 0
-            then rolled.net_assets_sum / rolled.snapshot_days else 0 end as avg_assets,
-        case when rolled.snapshot_days > 0
-            then rolled.cash_sum / rolled.snapshot_days else 0 end as avg_cash,
+        case
+            when rolled.latest_trade_date >= months.window_start_date
+                then rolled.latest_trade_date
+        end as last_trade_date_in_window,
+        case
+            when rolled.snapshot_days > 0 then rolled.net_assets_sum / rolled.snapshot_days
+            else 0
+        end as avg_assets,
+        case
+            when rolled.snapshot_days > 0 then rolled.cash_sum / rolled.snapshot_days
+            else 0
+        end as avg_cash,
         coalesce(
             rolled.net_assets_before_window, earlier_months.latest_net_assets, 0
         ) as start_net_assets,
@@ -189,16 +196,17 @@ final as (
         commission_contribution + margin_interest as realised_revenue,
         -- notional, not revenue: the spread idle cash would earn, pro-rated by the
         -- months present so a customer who joined late is not credited a full window
-        cast(present_months as integer) as present_months,
+        present_months::integer as present_months,
         avg_cash * {{ var('cash_spread_rate') }} * present_months / 12.0
             as imputed_cash_spread,
         trading_volume,
         net_inflow,
         start_net_assets,
         end_net_assets,
-        case when end_net_assets is not null and start_net_assets + net_inflow / 2 > 0
-            then (end_net_assets - start_net_assets - net_inflow)
-                / (start_net_assets + net_inflow / 2)
+        case
+            when end_net_assets is not null and start_net_assets + net_inflow / 2 > 0
+                then (end_net_assets - start_net_assets - net_inflow)
+                    / (start_net_assets + net_inflow / 2)
         end as return_rate,
         -- activity
         trade_count::bigint as trade_count,

@@ -43,8 +43,9 @@ final as (
         customer_months.inflow - customer_months.outflow as net_inflow,
         -- balances
         customer_months.snapshot_days,
-        case when customer_months.snapshot_days > 0
-            then customer_months.net_assets_sum / customer_months.snapshot_days
+        case
+            when customer_months.snapshot_days > 0
+                then customer_months.net_assets_sum / customer_months.snapshot_days
         end as avg_net_assets,
         customer_months.last_snapshot_net_assets
     from customer_months

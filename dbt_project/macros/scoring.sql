@@ -1,0 +1,61 @@
+{#- Macros of the SQL scorer (customer_factor_scores, customer_scores), which
+    replays ml.TieringModel.assign from the model tables Python writes. -#}
+
+{#- The indicator columns of customer_indicators a model may use: every one of
+    ml.preprocessing.ALL_INDICATORS (tests/test_sql_scoring.py checks the two
+    lists agree). -#}
+{% macro scoring_indicator_columns() -%}
+    {{ return([
+        'avg_assets', 'commission_contribution', 'interest_contribution',
+        'trading_volume', 'net_inflow', 'return_rate', 'trade_count',
+        'active_days', 'turnover_rate', 'recency_days', 'tenure_months',
+        'active_month_share', 'product_breadth', 'margin_usage',
+    ]) }}
+{%- endmacro %}
+
+{#- The value, as a double, of the indicator named by `indicator` in the row
+    `row`: one wide row read as a long one without UNPIVOT. Null for a name
+    that is not in scoring_indicator_columns(). -#}
+{% macro indicator_value(row, indicator) -%}
+    case {{ indicator }}
+        {%- for column in scoring_indicator_columns() %}
+        when '{{ column }}' then cast({{ row }}.{{ column }} as double)
+        {%- endfor %}
+    end
+{%- endmacro %}
+
+{#- Whether `indicator` names a column indicator_value() can read. -#}
+{% macro is_scoring_indicator(indicator) -%}
+    {{ indicator }} in (
+        {%- for column in scoring_indicator_columns() -%}
+        '{{ column }}'{{ ', ' if not loop.last }}
+        {%- endfor -%}
+    )
+{%- endmacro %}
+
+{#- `expression` where finite, else null: ml.preprocessing.select_indicators
+    reads NaN and ±infinity as missing. x - x is 0 for every finite x and NaN
+    for NaN and ±infinity (NaN = 0 is false in DuckDB and Spark alike). -#}
+{% macro finite_or_null(expression) -%}
+    case when {{ expression }} - {{ expression }} = 0 then {{ expression }} end
+{%- endmacro %}
+
+{#- The model that scores the grading month: the fit with the latest as_of_date
+    on or before it (one row: model_run_id, model_as_of_date). The writer keeps
+    one fit per month-end; should a month-end hold two, the greater run_id wins
+    so the choice is at least deterministic. -#}
+{% macro scoring_model() -%}
+    select model_run_id, model_as_of_date
+    from (
+        select
+            run_id as model_run_id,
+            as_of_date as model_as_of_date,
+            row_number() over (order by as_of_date desc, run_id desc) as recency_order
+        from (
+            select distinct run_id, as_of_date
+            from {{ source('tiers', 'model_params') }}
+            where as_of_date <= {{ grading_month() }}
+        ) as fits
+    ) as ranked
+    where recency_order = 1
+{%- endmacro %}

@@ -213,7 +213,7 @@ def job_environment(landing: Path, run_dir: Path) -> dict[str, str]:
 
 def prepare_manifest() -> None:
     """Parse the dbt project once, so that no measured run pays for ``dbt parse``."""
-    code = "from orchestration.pipeline import prepare_manifest; prepare_manifest()"
+    code = "from orchestration.config import prepare_manifest; prepare_manifest()"
     done = subprocess.run([sys.executable, "-c", code], env=base_environment(), cwd=REPO_ROOT)
     if done.returncode != 0:
         raise BenchError("preparing the dbt manifest failed (see above)")

@@ -260,7 +260,8 @@ def markdown(header: Header, results: list[SizeResult]) -> str:
         "and all its children (dbt), sampled every 50 ms; each figure is the median of "
         "the repeats. The job's stages are its Dagster steps (ingestion = raw_files + "
         "staging_models, dbt build = warehouse_models, tiering = tier_model + "
-        "customer_assignments + tier_models (dbt) + grading_gates, publish = published_warehouse); overhead is the rest of the process "
+        "customer_assignments + tier_models (dbt) + grading_gates, publish = "
+        "published_warehouse); overhead is the rest of the process "
         "(interpreter start, imports, Dagster). The contenders' time is their computation's, "
         "without interpreter start.",
         "## Data\n\n" + data_table(results),

@@ -21,9 +21,9 @@ from typing import Any
 
 import yaml
 
-from orchestration.config import ConfigError, Settings, parse_flag
+from orchestration.config import ConfigError, Settings, parse_flag, prepare_manifest
 from orchestration.landing import LandingError
-from orchestration.pipeline import PipelineError, prepare_manifest, summary, tier_summary
+from orchestration.report import summary, tier_summary
 
 #: Errors that mean "the input or the configuration is unusable": exit code 2.
 INPUT_ERRORS = {ConfigError.__name__, LandingError.__name__}
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings.from_env()
         config = run_config(args.config, args.accept_grading or parse_flag("TIERS_ACCEPT_GRADING"))
         prepare_manifest()
-    except (ConfigError, PipelineError) as error:
+    except ConfigError as error:
         print(f"error: {error}\nNothing was published.", file=sys.stderr)
         return 2
     from dagster import DagsterInstance, validate_run_config

@@ -21,11 +21,10 @@ The grading, by asset:
 fitted, in SQL alone.
 """
 
-import contextlib
 import datetime as dt
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -58,8 +57,7 @@ from orchestration.config import (
     duckdb_memory_limit,
     parse_as_of,
 )
-from orchestration.landing import CONTRACT, discover, land
-from orchestration.pipeline import new_load_id
+from orchestration.landing import CONTRACT, discover, land, new_load_id
 from orchestration.tiering import (
     GATES,
     MODEL_DEFAULTS,
@@ -96,6 +94,8 @@ class TiersResource(ConfigurableResource):
     overrides: str | None = Field(default_factory=lambda: os.environ.get("TIERS_OVERRIDES") or None)
     service_plans: str = Field(default_factory=lambda: str(Settings.from_env().service_plans))
     load_date: str | None = None  # YYYY-MM-DD; default: today
+    # DuckDB's memory limit in dbt: TIERS_DUCKDB_MEMORY_LIMIT, else half the RAM, at most 5 GB
+    memory_limit: str = Field(default_factory=duckdb_memory_limit)
 
     def settings(self) -> Settings:
         return Settings(
@@ -111,6 +111,10 @@ class TiersResource(ConfigurableResource):
 
     def day_of_load(self) -> dt.date:
         return dt.date.fromisoformat(self.load_date) if self.load_date else dt.date.today()
+
+    def dbt_vars(self, run_id: str) -> dict[str, str]:
+        """The vars dbt's profile reads: the run's build file and DuckDB's memory limit."""
+        return {"warehouse": str(self.build(run_id)), "duckdb_memory_limit": self.memory_limit}
 
     def grading_month(self, run_id: str) -> dt.date:
         """The month-end this run grades: TIERS_AS_OF, else the latest the marts hold."""
@@ -211,27 +215,6 @@ class Translator(DagsterDbtTranslator):
         return dbt_resource_props["fqn"][1] if len(dbt_resource_props["fqn"]) > 2 else "dbt"
 
 
-def warehouse_vars(path: Path) -> dict[str, str]:
-    """The variables dbt's profile reads: the file to build and DuckDB's memory limit."""
-    return {"TIERS_WAREHOUSE": str(path), "TIERS_DUCKDB_MEMORY_LIMIT": duckdb_memory_limit()}
-
-
-@contextlib.contextmanager
-def warehouse_env(path: Path) -> Iterator[None]:
-    """Point dbt's profile at the run's build file, with DuckDB's memory limit, for one call."""
-    values = warehouse_vars(path)
-    before = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in before.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
 def dbt_target_path(context: AssetExecutionContext) -> Path:
     """One dbt target folder for all the dbt calls of a run.
 
@@ -308,9 +291,9 @@ def raw_files(context: AssetExecutionContext, tiers: TiersResource):
 )
 def staging_models(context: AssetExecutionContext, dbt: DbtCliResource, tiers: TiersResource):
     """Type and judge the landed rows: staging, quarantine and reconciliation (`dbt build`)."""
-    args = dbt_args("build", tiers.day_of_load(), is_full_refresh(context))
-    with warehouse_env(tiers.build(context.run.run_id)):
-        yield from dbt.cli(args, context=context, target_path=dbt_target_path(context)).stream()
+    variables = tiers.dbt_vars(context.run.run_id)
+    args = dbt_args("build", tiers.day_of_load(), is_full_refresh(context), variables)
+    yield from dbt.cli(args, context=context, target_path=dbt_target_path(context)).stream()
 
 
 @dbt_assets(
@@ -326,9 +309,9 @@ def warehouse_models(
     config: IndicatorConfig,
 ):
     """Intermediate models and marts: `dbt build` (tests become asset checks)."""
-    args = dbt_args("build", tiers.day_of_load(), is_full_refresh(context), config.dbt_vars())
-    with warehouse_env(tiers.build(context.run.run_id)):
-        yield from dbt.cli(args, context=context, target_path=dbt_target_path(context)).stream()
+    variables = {**tiers.dbt_vars(context.run.run_id), **config.dbt_vars()}
+    args = dbt_args("build", tiers.day_of_load(), is_full_refresh(context), variables)
+    yield from dbt.cli(args, context=context, target_path=dbt_target_path(context)).stream()
 
 
 @multi_asset(
@@ -420,10 +403,13 @@ def tier_models(
                 description=f"no tiering model fitted on or before {as_of}: run tiering_job "
                 "(which fits one) before scoring with the last model"
             )
-    variables = {"grading_month": as_of.isoformat(), **config.dbt_vars()}
+    variables = {
+        **tiers.dbt_vars(context.run.run_id),
+        "grading_month": as_of.isoformat(),
+        **config.dbt_vars(),
+    }
     args = dbt_args("build", tiers.day_of_load(), dbt_vars=variables)
-    with warehouse_env(build):
-        yield from dbt.cli(args, context=context, target_path=dbt_target_path(context)).stream()
+    yield from dbt.cli(args, context=context, target_path=dbt_target_path(context)).stream()
 
 
 @multi_asset_check(
@@ -532,17 +518,23 @@ def _published_tier_metadata(warehouse: Path) -> dict[str, Any]:
 @asset(
     key=AssetKey(["published_warehouse"]),
     group_name="publish",
+    # every layer: a job subset (a selection materialised in the UI, the tests'
+    # builds up to the marts) publishes only after the steps it runs
     deps=[
-        AssetKey(["tiers", table])
-        for table in (
-            "customer_tiers",
-            "customer_tier_history",
-            "tier_profiles",
-            "tier_migrations",
-            "override_audit",
-            "service_plans",
-            "tier_activity_by_branch",
-        )
+        AssetKey(["audit", "load_reconciliation"]),
+        AssetKey(["marts", "customer_indicators"]),
+        *[
+            AssetKey(["tiers", table])
+            for table in (
+                "customer_tiers",
+                "customer_tier_history",
+                "tier_profiles",
+                "tier_migrations",
+                "override_audit",
+                "service_plans",
+                "tier_activity_by_branch",
+            )
+        ],
     ],
     description="Move the run's build over TIERS_WAREHOUSE and write the Parquet snapshot.",
 )

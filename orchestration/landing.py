@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import uuid
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -75,6 +76,12 @@ CONTRACT = {
     ),
 }
 FORMATS = ("csv", "parquet")
+
+
+def new_load_id(now: dt.datetime | None = None) -> str:
+    """A load's id: its UTC start time and a random suffix, e.g. ``20261121T060000Z-1a2b3c``."""
+    now = now or dt.datetime.now(dt.UTC)
+    return f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
 
 
 class LandingError(Exception):

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
+import os
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import duckdb
 import pytest
 
-from orchestration.config import Settings
-from orchestration.pipeline import run, run_dbt
+from orchestration.config import DBT_PROJECT_DIR, prepare_manifest
 from seeds.generate import generate
 
 END = dt.date(2026, 10, 31)
@@ -31,14 +34,65 @@ def make_landing(
     return out
 
 
-def build(raw_dir: Path, warehouse: Path, select: str | None = None) -> Path:
-    run(Settings(raw_dir, warehouse, None), load_date=LOAD_DATE, select=select)
+#: How far :func:`build` goes: the Dagster assets of ``tiering_job`` it runs, by node name.
+UPTO = {
+    "ingestion": ("raw_files", "staging_models"),
+    "marts": ("raw_files", "staging_models", "warehouse_models"),
+}
+
+
+def build(
+    raw_dir: Path,
+    warehouse: Path,
+    upto: str = "tiers",
+    *,
+    load_date: dt.date = LOAD_DATE,
+    full_refresh: bool = False,
+    run_config: dict | None = None,
+    **settings,
+) -> Path:
+    """Build and publish ``warehouse`` from ``raw_dir`` with the product's ``tiering_job``.
+
+    ``upto`` "ingestion" or "marts" runs the job's subset up to that layer, then the
+    publish (as materialising a selection in the UI does); "tiers" the whole job.
+    Raises AssertionError with the failed steps' errors when the run fails.
+    """
+    subset = UPTO.get(upto)
+    result = run_job(
+        raw_dir,
+        warehouse,
+        run_config,
+        subset=(*subset, "published_warehouse") if subset else None,
+        load_date=load_date.isoformat(),
+        tags={"tiers/full_refresh": "true"} if full_refresh else None,
+        **settings,
+    )
+    failures = [e.step_failure_data.error for e in result.all_events if e.is_step_failure]
+    assert result.success, [error.message if error else "?" for error in failures]
     return warehouse
 
 
-def dbt(warehouse: Path, *args: str) -> subprocess.CompletedProcess:
-    """Run one dbt command (e.g. ``"test", "--select", name``) on ``warehouse``, output captured."""
-    return run_dbt(list(args), LOAD_DATE, warehouse, capture_output=True, text=True)
+def dbt(warehouse: Path, *args: str, dbt_vars: dict | None = None) -> subprocess.CompletedProcess:
+    """Run one dbt command (e.g. ``"test", "--select", name``) on ``warehouse``, output
+    captured, with the tests' load date and ``dbt_vars``: to check or rebuild one node of
+    a warehouse :func:`build` made."""
+    variables = {"load_date": LOAD_DATE.isoformat(), **(dbt_vars or {})}
+    return subprocess.run(
+        [
+            str(Path(sys.executable).with_name("dbt")),
+            *args,
+            "--vars",
+            json.dumps(variables),
+            "--project-dir",
+            str(DBT_PROJECT_DIR),
+            "--profiles-dir",
+            str(DBT_PROJECT_DIR),
+        ],
+        cwd=warehouse.parent,
+        env={**os.environ, "TIERS_WAREHOUSE": warehouse.name, "DO_NOT_TRACK": "1"},
+        capture_output=True,
+        text=True,
+    )
 
 
 def query(warehouse: Path, sql: str, params: list | None = None) -> list[tuple]:
@@ -62,7 +116,7 @@ def clean_landing(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def clean_warehouse(clean_landing, tmp_path_factory) -> Path:
-    return build(clean_landing, tmp_path_factory.mktemp("wh_clean") / "warehouse.duckdb")
+    return build(clean_landing, tmp_path_factory.mktemp("wh_clean") / "warehouse.duckdb", "marts")
 
 
 @pytest.fixture(scope="session", params=[("csv", 3), ("parquet", 1)], ids=["csv-parts", "parquet"])
@@ -73,7 +127,7 @@ def dirty_landing(request, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def dirty_warehouse(dirty_landing, tmp_path_factory) -> Path:
-    return build(dirty_landing, tmp_path_factory.mktemp("wh_dirty") / "warehouse.duckdb")
+    return build(dirty_landing, tmp_path_factory.mktemp("wh_dirty") / "warehouse.duckdb", "marts")
 
 
 def run_job(
@@ -81,22 +135,52 @@ def run_job(
     warehouse: Path,
     run_config: dict | None = None,
     job: str = "tiering_job",
+    subset: tuple[str, ...] | None = None,
+    tags: dict | None = None,
     **settings,
 ):
     """Run one of the product's Dagster jobs in-process on ``landing`` into ``warehouse``.
 
-    ``settings`` are TiersResource fields (``as_of``, ``overrides``, ``service_plans``).
+    ``settings`` are TiersResource fields (``as_of``, ``overrides``, ``service_plans``,
+    ``load_date``); ``subset`` names the job's nodes to run (all by default).
     """
-    from orchestration.config import prepare_manifest
-
     prepare_manifest()  # the definitions read the dbt manifest at import
     from orchestration.assets import TiersResource
     from orchestration.definitions import make_definitions
 
     config = {"as_of": None, "overrides": None, "load_date": LOAD_DATE.isoformat(), **settings}
     tiers = TiersResource(raw_dir=str(landing), warehouse=str(warehouse), **config)
-    return (
-        make_definitions(tiers)
-        .resolve_job_def(job)
-        .execute_in_process(run_config=run_config, raise_on_error=False)
-    )
+    definitions = make_definitions(tiers)
+    chosen = definitions.resolve_job_def(job)
+    if subset:
+        keys = {
+            key
+            for assets in definitions.assets
+            if assets.node_def.name in subset
+            for key in assets.keys
+        }
+        chosen = chosen.get_subset(asset_selection=keys)
+    return chosen.execute_in_process(run_config=run_config, tags=tags, raise_on_error=False)
+
+
+SEPTEMBER = dt.date(2026, 9, 30)
+OCTOBER = dt.date(2026, 10, 31)
+
+
+@pytest.fixture(scope="session")
+def graded_september(clean_landing, tmp_path_factory) -> Path:
+    """``clean_landing`` graded by ``tiering_job`` as of September (its first graded month)."""
+    path = tmp_path_factory.mktemp("graded_september") / "warehouse.duckdb"
+    assert run_job(clean_landing, path, as_of=SEPTEMBER.isoformat()).success
+    return path
+
+
+@pytest.fixture(scope="session")
+def graded(graded_september, clean_landing, tmp_path_factory):
+    """September, then October (the latest month-end) graded: the warehouse and the October
+    run's result. Tests that change it work on a copy."""
+    path = tmp_path_factory.mktemp("graded") / "warehouse.duckdb"
+    shutil.copyfile(graded_september, path)
+    result = run_job(clean_landing, path)
+    assert result.success
+    return path, result

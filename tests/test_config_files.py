@@ -13,8 +13,6 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import duckdb
@@ -31,9 +29,7 @@ from orchestration.config_files import (
     land_service_plans,
     load_service_plans,
 )
-from orchestration.landing import discover, land
-from orchestration.pipeline import dbt_command, run_dbt, warehouse_vars
-from tests.conftest import LOAD_DATE, make_landing
+from tests.conftest import build, dbt, make_landing
 
 AS_OF = dt.date(2026, 10, 31)  # the landing's last month-end
 EARLIER = dt.date(2026, 9, 30)
@@ -248,10 +244,7 @@ def warehouse(tmp_path_factory) -> Path:
     raw = make_landing(root / "raw", customers=90, months=3)
     warehouse = root / "warehouse.duckdb"
     tiers = ", ".join(f"'{tier}'" for tier in TIERS)
-    with duckdb.connect(str(warehouse)) as con:
-        land(con, discover(raw), "config-files-test")
-    # the models only: the ingestion's tests are other modules'
-    assert run_dbt(["run", "--select", "+marts"], LOAD_DATE, warehouse).returncode == 0
+    build(raw, warehouse, "marts")
     with duckdb.connect(str(warehouse)) as con:
         con.execute("create schema if not exists tiers")
         con.execute(f"""
@@ -287,20 +280,14 @@ def _customers(warehouse: Path, tier: str, as_of: dt.date = AS_OF) -> list[str]:
 
 def _build_config_models(warehouse: Path, grading_month: dt.date) -> None:
     """Build the config models (and run their tests) for ``grading_month``."""
-    command = dbt_command(
-        ["build", "--select", *CONFIG_MODELS.split(), "--indirect-selection", "cautious"],
-        LOAD_DATE,
-    )
-    at = command.index("--vars") + 1
-    command[at] = json.dumps(
-        {**json.loads(command[at]), "grading_month": grading_month.isoformat()}
-    )
-    done = subprocess.run(
-        command,
-        cwd=warehouse.parent,
-        env={**os.environ, **warehouse_vars(Path(warehouse.name)), "DO_NOT_TRACK": "1"},
-        capture_output=True,
-        text=True,
+    done = dbt(
+        warehouse,
+        "build",
+        "--select",
+        *CONFIG_MODELS.split(),
+        "--indirect-selection",
+        "cautious",
+        dbt_vars={"grading_month": grading_month.isoformat()},
     )
     assert done.returncode == 0, done.stdout[-4000:]
 

@@ -9,25 +9,19 @@ import sys
 import textwrap
 import time
 
+import dagster as dg
 import pytest
 
-from orchestration.pipeline import prepare_manifest
-from tests.conftest import LOAD_DATE, query
+from orchestration.config import prepare_manifest
+from tests.conftest import LOAD_DATE, query, run_job
 
 prepare_manifest()  # the definitions read the dbt manifest at import
 
 from orchestration import assets  # noqa: E402
-from orchestration.assets import TiersResource, dbt_args  # noqa: E402
-from orchestration.definitions import defs, landing_fingerprint, make_definitions  # noqa: E402
+from orchestration.assets import dbt_args  # noqa: E402
+from orchestration.definitions import defs, landing_fingerprint  # noqa: E402
 
 TIER_CODES = {"vip", "potential", "ordinary_a", "ordinary_b", "free", "sleeping"}
-
-
-def run_job(landing, warehouse, run_config=None, **settings):
-    config = {"as_of": None, "overrides": None, "load_date": LOAD_DATE.isoformat(), **settings}
-    tiers = TiersResource(raw_dir=str(landing), warehouse=str(warehouse), **config)
-    job = make_definitions(tiers).resolve_job_def("tiering_job")
-    return job.execute_in_process(run_config=run_config, raise_on_error=False)
 
 
 def digest(path) -> str:
@@ -41,19 +35,32 @@ def test_definitions_load_with_every_part():
         "raw/trades",
         "staging/stg_broker__trades",
         "marts/customer_indicators",
-        "tiers/customer_tiers",
+        "tiers/model_params",
         "tiers/model_runs",
         "tiers/model_k_diagnostics",
-        "marts/tier_activity_by_branch",
+        "tiers/customer_assignments",
+        "tiers/customer_scores",
+        "tiers/customer_tier_history",
+        "tiers/customer_tiers",
+        "tiers/override_audit",
+        "tiers/tier_activity_by_branch",
+        "raw/tier_overrides",
         "published_warehouse",
     } <= keys
     checks = {key.name for key in graph.asset_check_keys}
     gates = {"kmo_adequate", "smallest_segment_share", "vip_share", "changed_tier_share"}
-    assert gates | {"tier_table_contract"} <= checks
-    blocking = {spec.name for spec in assets.tier_tables.check_specs if spec.blocking}
-    assert gates | {"tier_table_contract"} <= blocking
+    assert gates <= checks
+    assert {spec.name for spec in assets.grading_gates.check_specs if spec.blocking} == gates
     assert any(name.startswith("not_null_customer_indicators") for name in checks)  # dbt tests
-    assert defs.resolve_job_def("tiering_job") is not None
+    # the model and its predictions are assets of their own; scoring_job leaves both out
+    scoring = defs.resolve_job_def("scoring_job").asset_layer.selected_asset_keys
+    tiering = defs.resolve_job_def("tiering_job").asset_layer.selected_asset_keys
+    fitted = {
+        dg.AssetKey(["tiers", "model_params"]),
+        dg.AssetKey(["tiers", "customer_assignments"]),
+    }
+    assert fitted <= tiering and not fitted & scoring
+    assert dg.AssetKey(["tiers", "customer_scores"]) in scoring
     assert defs.resolve_schedule_def("monthly_after_month_end").cron_schedule == "0 6 2 * *"
     assert defs.resolve_sensor_def("new_raw_files") is not None
 
@@ -71,20 +78,21 @@ def test_dbt_args_carry_the_load_date_and_full_refresh():
     assert dbt_args("build", LOAD_DATE, full_refresh=True)[-1] == "--full-refresh"
 
 
-def test_indicator_vars_are_passed_only_when_they_differ_from_dbt_defaults():
+def test_dbt_vars_are_passed_only_when_they_differ_from_dbt_defaults():
     # dbt reuses a parse only for the same --vars: with the defaults, every dbt call
     # of a run passes the same ones, and dbt_project.yml supplies the values
     import yaml
 
-    from orchestration.assets import IndicatorConfig
+    from orchestration.assets import IndicatorConfig, TierConfig
     from orchestration.config import DBT_PROJECT_DIR
 
     project = yaml.safe_load((DBT_PROJECT_DIR / "dbt_project.yml").read_text())
-    defaults = IndicatorConfig()
-    assert defaults.dbt_vars() == {}
-    assert {name: project["vars"][name] for name in defaults.model_dump()} == (
-        defaults.model_dump()
-    )
+    for defaults in (IndicatorConfig(), TierConfig()):
+        assert defaults.dbt_vars() == {}
+        assert {name: project["vars"][name] for name in defaults.model_dump()} == (
+            defaults.model_dump()
+        )
+    assert TierConfig(hysteresis_patience=1).dbt_vars() == {"hysteresis_patience": 1}
     changed = IndicatorConfig(window_months=6, reporting_currency="HKD").dbt_vars()
     assert changed == {"window_months": 6, "reporting_currency": "HKD"}
 
@@ -95,13 +103,6 @@ def test_the_sensor_fingerprint_changes_with_the_files(tmp_path):
     assert landing_fingerprint(tmp_path) == before
     (tmp_path / "fees.csv").write_text("b\n")
     assert landing_fingerprint(tmp_path) != before
-
-
-@pytest.fixture(scope="module")
-def graded(clean_landing, tmp_path_factory):
-    warehouse = tmp_path_factory.mktemp("dagster") / "warehouse.duckdb"
-    result = run_job(clean_landing, warehouse)
-    return warehouse, result
 
 
 def test_the_job_publishes_tiers_for_the_latest_month(graded):
@@ -137,24 +138,29 @@ def test_the_job_stores_the_k_diagnostics_and_shows_them(graded):
     }
     shown = {
         m.asset_key.to_user_string(): m.metadata
-        for m in result.asset_materializations_for_node("tier_tables")
+        for m in result.asset_materializations_for_node("tier_model")
     }
     table = shown["tiers/model_k_diagnostics"]["k diagnostics"].value
     assert "silhouette" in table and "stability" in table and "davies_bouldin" in table
-    assert shown["tiers/model_runs"]["gates failed"].value == ""
+    assert shown["tiers/model_runs"]["kmo"].value > 0
+    (published,) = result.asset_materializations_for_node("published_warehouse")
+    assert "vip" in published.metadata["tier sizes"].value or "free" in (
+        published.metadata["tier sizes"].value
+    )
 
 
 def test_tier_tables_hold_no_personal_data(graded):
     warehouse, _ = graded
-    columns = {
-        c
-        for (c,) in query(
-            warehouse,
-            "select distinct column_name from information_schema.columns "
-            "where table_schema = 'tiers'",
-        )
-    }
-    assert not columns & {"birth_year", "gender", "branch_id", "manager_id"}
+    columns = query(
+        warehouse,
+        "select table_name, column_name from information_schema.columns "
+        "where table_schema = 'tiers'",
+    )
+    personal = {"birth_year", "gender", "manager_id", "risk_level"}
+    assert not {c for _, c in columns} & personal
+    # the branch appears only in the aggregate by branch, never beside a customer
+    assert {t for t, c in columns if c == "branch_id"} == {"tier_activity_by_branch"}
+    assert "customer_id" not in {c for t, c in columns if t == "tier_activity_by_branch"}
 
 
 READER = textwrap.dedent(
@@ -181,8 +187,21 @@ READER = textwrap.dedent(
 
 
 def tier_tables(warehouse) -> dict[str, list[tuple]]:
-    tables = ["customer_tiers", "customer_tier_history", "tier_profiles", "tier_migrations"]
-    return {t: query(warehouse, f"select * from tiers.{t} order by all") for t in tables}
+    tables = [
+        "customer_tiers",
+        "customer_tier_history",
+        "tier_profiles",
+        "tier_migrations",
+        "model_runs",
+        "customer_assignments",
+    ]
+    out = {t: query(warehouse, f"select * from tiers.{t} order by all") for t in tables}
+    # a re-run keeps every fit's id and figures; only its clock times and run ids differ
+    out["model_runs"] = query(
+        warehouse,
+        "select * exclude (started_at, finished_at, params) from tiers.model_runs order by all",
+    )
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -191,7 +210,8 @@ def second_run(graded, clean_landing, tmp_path_factory):
 
     Returns the run's result, the tier tables before and after, and the reader's output.
     """
-    warehouse, _ = graded
+    warehouse = tmp_path_factory.mktemp("second_run") / "warehouse.duckdb"
+    shutil.copyfile(graded[0], warehouse)
     before = tier_tables(warehouse)
     stop = tmp_path_factory.mktemp("reader") / "stop"
     reader = subprocess.Popen(
@@ -239,7 +259,8 @@ def test_a_broken_service_plans_file_stops_the_run_before_it_lands_anything(
 
 
 def test_overrides_are_applied_and_audited(graded, clean_landing, tmp_path):
-    warehouse, _ = graded
+    warehouse = tmp_path / "warehouse.duckdb"
+    shutil.copyfile(graded[0], warehouse)
     customer, model_tier = query(
         warehouse,
         "select customer_id, tier from tiers.customer_tiers where tier <> 'vip' "
@@ -259,7 +280,13 @@ def test_overrides_are_applied_and_audited(graded, clean_landing, tmp_path):
         [customer],
     )
     assert row == [("vip", model_tier, True, "board member")]
-    audit = dict(query(warehouse, "select customer_id, applied from tiers.override_audit"))
+    audit = dict(
+        query(
+            warehouse,
+            "select customer_id, applied from tiers.override_audit "
+            "where as_of_date = (select max(as_of_date) from tiers.customer_tiers)",
+        )
+    )
     assert audit == {customer: True, "C_NOT_A_CUSTOMER": False}
 
 
@@ -278,21 +305,12 @@ def test_views_do_not_depend_on_the_file_name(graded, tmp_path):
         assert query(copy, f"select count(*) from {schema}.{view}")[0][0] >= 0
 
 
-def test_a_broken_tier_table_contract_stops_the_publish(graded, clean_landing, monkeypatch):
-    warehouse, _ = graded
-    before = digest(warehouse)
-    monkeypatch.setattr(assets, "contract_violations", lambda con: ["tiers.x: forced"])
-    result = run_job(clean_landing, warehouse)
-    assert not result.success or not result.is_node_success("published_warehouse")
-    assert digest(warehouse) == before
-
-
 def test_run_configuration_reaches_dbt_and_the_model(clean_landing, tmp_path):
     warehouse = tmp_path / "warehouse.duckdb"
     run_config = {
         "ops": {
             "warehouse_models": {"config": {"window_months": 6}},
-            "tier_tables": {
+            "tier_model": {
                 "config": {"n_clusters": 5, "naming_thresholds": {"vip_max_share": 0.2}}
             },
         }
@@ -302,30 +320,52 @@ def test_run_configuration_reaches_dbt_and_the_model(clean_landing, tmp_path):
         (6,)
     ]
     ((k, params),) = query(warehouse, "select k, params from tiers.model_runs")
-    assert k == 5 and '"vip_max_share", 0.2' in params
+    assert k == 5 and '"vip_max_share": 0.2' in params
 
 
-def test_a_failed_gate_stops_the_run_before_the_publish(graded, clean_landing):
-    """Every gate blocks: its check fails at ERROR, the step fails with the reason, and
-    the published file stays byte-identical."""
-    warehouse, _ = graded
+def test_python_and_sql_disagreeing_stops_the_publish(graded, clean_landing, monkeypatch, tmp_path):
+    """The SQL scorer is checked against Python's assignment in every run: a customer
+    whose segments differ fails the dbt test, and nothing is published."""
+    warehouse = tmp_path / "warehouse.duckdb"
+    shutil.copyfile(graded[0], warehouse)
     before = digest(warehouse)
-    strict = {"ops": {"tier_tables": {"config": {"min_segment_share": 0.5}}}}
-    result = run_job(clean_landing, warehouse, run_config=strict)
+    assign = assets.assign_month
+
+    def off_by_one(con, as_of):
+        rows = assign(con, as_of)
+        first = rows["customer_id"].min()
+        con.execute(
+            "update tiers.customer_assignments set segment = segment + 1 "
+            "where customer_id = ? and as_of_date = ?",
+            [first, as_of],
+        ).fetchall()
+        return rows
+
+    monkeypatch.setattr(assets, "assign_month", off_by_one)
+    result = run_job(clean_landing, warehouse)
     assert not result.success
-    (failure,) = [e for e in result.all_events if e.is_step_failure]
-    assert failure.step_key == "tier_tables"
-    reason = failure.step_failure_data.user_failure_data.description
-    assert "smallest_segment_share" in reason and "min_segment_share = 0.5" in reason
-    assert "--accept-grading" in reason
-    checks = {
-        e.event_specific_data.check_name: e.event_specific_data
-        for e in result.all_events
-        if e.event_type_value == "ASSET_CHECK_EVALUATION"
-    }
-    assert not checks["smallest_segment_share"].passed
-    assert checks["smallest_segment_share"].severity.value == "ERROR"
-    assert checks["kmo_adequate"].passed and checks["tier_table_contract"].passed
+    failed = [e.step_key for e in result.all_events if e.is_step_failure]
+    assert failed == ["tier_models"]
     started = {e.step_key for e in result.all_events if e.event_type_value == "STEP_START"}
     assert "published_warehouse" not in started
     assert digest(warehouse) == before
+
+
+def test_every_tiers_column_is_described_in_the_dbt_manifest(graded):
+    """BI users read the tiers schema through the dbt docs: each column of each table,
+    the dbt models' and the Python-written sources' alike, has a description."""
+    import json
+
+    manifest = json.loads(prepare_manifest().read_text())
+    described = {
+        node["name"]: {name for name, column in node["columns"].items() if column["description"]}
+        for node in [*manifest["nodes"].values(), *manifest["sources"].values()]
+        if node.get("schema") == "tiers" and node["resource_type"] in ("model", "source")
+    }
+    columns = query(
+        graded[0],
+        "select table_name, column_name from information_schema.columns "
+        "where table_schema = 'tiers'",
+    )
+    assert {table for table, _ in columns} <= set(described)
+    assert [(t, c) for t, c in columns if c not in described[t]] == []

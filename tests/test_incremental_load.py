@@ -11,7 +11,6 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from orchestration.pipeline import INGESTION
 from tests.conftest import build, dbt, make_landing, query
 
 FACT_TABLES = ("trades", "fees", "balances", "cash_flows")
@@ -31,7 +30,7 @@ def all_parts(tmp_path_factory) -> Path:
 
 def load(landing: Path, warehouse: Path) -> Path:
     """Land and build the staging and audit models (what a load changes)."""
-    return build(landing, warehouse, select=INGESTION)
+    return build(landing, warehouse, "ingestion")
 
 
 def copy_landing(source: Path, target: Path, hold_back: str | None = None) -> Path:
@@ -109,11 +108,11 @@ class TwoLoads:
 def two_loads(all_parts, tmp_path_factory) -> TwoLoads:
     folder = tmp_path_factory.mktemp("two_loads")
     landing = copy_landing(all_parts, folder / "landing", hold_back="part-00002.csv")
-    warehouse = build(landing, folder / "warehouse.duckdb")
+    warehouse = build(landing, folder / "warehouse.duckdb", "marts")
     accepted = query(warehouse, "select sum(accepted_rows) from audit.load_reconciliation")[0][0]
     unsettled = unsettled_files(warehouse)
     add_back(all_parts, landing, "part-00002.csv")
-    build(landing, warehouse)
+    build(landing, warehouse, "marts")
     return TwoLoads(warehouse, accepted, unsettled)
 
 

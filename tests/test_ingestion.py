@@ -10,9 +10,7 @@ import shutil
 import duckdb
 import pytest
 
-from orchestration.config import Settings
 from orchestration.landing import CONTRACT
-from orchestration.pipeline import run
 from seeds.dirty import KEYS
 from tests.conftest import LOAD_DATE, build, dbt, make_landing, query
 
@@ -154,7 +152,7 @@ def test_staging_types_the_values(clean_warehouse):
 
 
 def test_the_reconciliation_check_fails_when_a_row_is_lost(clean_landing, tmp_path):
-    warehouse = build(clean_landing, tmp_path / "warehouse.duckdb")
+    warehouse = build(clean_landing, tmp_path / "warehouse.duckdb", "marts")
     with duckdb.connect(str(warehouse)) as con:
         con.execute("delete from staging.base_broker__fees where _source_row = 1")
     rebuild = dbt(warehouse, "run", "--select", "load_reconciliation")
@@ -206,7 +204,7 @@ def test_future_is_relative_to_the_load_date(tmp_path, load_date_offset):
     """Exactly the rows dated after the load date are quarantined as future_date."""
     landing = make_landing(tmp_path / "landing", customers=80, months=3)
     load_date = LOAD_DATE + dt.timedelta(days=load_date_offset)
-    run(Settings(landing, tmp_path / "warehouse.duckdb", None), load_date=load_date)
+    build(landing, tmp_path / "warehouse.duckdb", "marts", load_date=load_date)
     found = dict(
         query(
             tmp_path / "warehouse.duckdb",
@@ -247,7 +245,7 @@ def test_values_are_read_strictly_and_kept_exactly(tmp_path):
         con.execute(f"create table a as select * from read_csv('{accounts}', all_varchar = true)")
         con.execute("update a set birth_year = birth_year || '.0' where birth_year is not null")
         con.execute(f"copy a to '{accounts}' (header)")
-    warehouse = build(landing, tmp_path / "warehouse.duckdb")
+    warehouse = build(landing, tmp_path / "warehouse.duckdb", "marts")
     assert query(
         warehouse,
         "select price::varchar from staging.stg_broker__trades where trade_id = ?",

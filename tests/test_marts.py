@@ -14,9 +14,7 @@ import duckdb
 import pytest
 
 from benchmarks.reference import compare_indicators, indicators_duckdb
-from orchestration.config import Settings
-from orchestration.pipeline import run, run_dbt
-from tests.conftest import END, LOAD_DATE, make_landing, query
+from tests.conftest import END, LOAD_DATE, build, dbt, make_landing, query
 
 
 def month_ends(first: dt.date, last: dt.date) -> list[dt.date]:
@@ -152,26 +150,26 @@ def two_loads(tmp_path_factory):
     """The same landing folder loaded mid-October (October incomplete), then in November."""
     root = tmp_path_factory.mktemp("increment")
     landing = make_landing(root / "landing", customers=150, months=6)
-    settings = Settings(landing, root / "wh" / "warehouse.duckdb", None)
-    run(settings, load_date=dt.date(2026, 10, 15))
-    first = query(settings.warehouse, "select max(as_of_date) from marts.customer_indicators")
+    warehouse = root / "wh" / "warehouse.duckdb"
+    build(landing, warehouse, "marts", load_date=dt.date(2026, 10, 15))
+    first = query(warehouse, "select max(as_of_date) from marts.customer_indicators")
     # Mark a built month-end (within the data tests' rules): an incremental run
     # must leave it alone.
-    with duckdb.connect(str(settings.warehouse)) as con:
+    with duckdb.connect(str(warehouse)) as con:
         con.execute(
             f"update marts.customer_indicators set trade_count = trade_count + {MARK} "
             "where as_of_date = date '2026-09-30'"
         )
-    run(settings, load_date=dt.date(2026, 11, 21))
-    return settings, first[0][0]
+    build(landing, warehouse, "marts", load_date=dt.date(2026, 11, 21))
+    return landing, warehouse, first[0][0]
 
 
 def test_an_incremental_run_adds_only_the_new_month_end(two_loads):
-    settings, first_last = two_loads
+    _, warehouse, first_last = two_loads
     assert first_last == dt.date(2026, 9, 30)
     per_month = dict(
         query(
-            settings.warehouse,
+            warehouse,
             "select as_of_date, min(trade_count) from marts.customer_indicators group by 1",
         )
     )
@@ -181,17 +179,16 @@ def test_an_incremental_run_adds_only_the_new_month_end(two_loads):
 
 
 def test_an_incremental_run_equals_a_full_rebuild(two_loads, tmp_path):
-    settings, _ = two_loads
-    full = Settings(settings.raw_dir, tmp_path / "warehouse.duckdb", None)
-    run(full, load_date=dt.date(2026, 11, 21))
+    landing, warehouse, _ = two_loads
+    full = build(landing, tmp_path / "warehouse.duckdb", "marts", load_date=dt.date(2026, 11, 21))
     latest = (
         "select * from marts.customer_indicators where as_of_date = date '2026-10-31' order by 1"
     )
-    assert query(settings.warehouse, latest) == query(full.warehouse, latest)
+    assert query(warehouse, latest) == query(full, latest)
     # and a full refresh recomputes the month-end the test marked
-    run(settings, load_date=dt.date(2026, 11, 21), full_refresh=True)
+    build(landing, warehouse, "marts", load_date=dt.date(2026, 11, 21), full_refresh=True)
     marked = f"select count(*) from marts.customer_indicators where trade_count >= {MARK}"
-    assert query(settings.warehouse, marked) == [(0,)]
+    assert query(warehouse, marked) == [(0,)]
 
 
 def test_docs_describe_every_mart_column(clean_warehouse, tmp_path):
@@ -200,7 +197,7 @@ def test_docs_describe_every_mart_column(clean_warehouse, tmp_path):
     shutil.copyfile(clean_warehouse, warehouse)
     target = tmp_path / "target"
     args = ["docs", "generate", "--target-path", str(target)]
-    done = run_dbt(args, LOAD_DATE, warehouse, capture_output=True, text=True)
+    done = dbt(warehouse, *args)
     assert done.returncode == 0, done.stdout[-2000:]
     manifest = json.loads((target / "manifest.json").read_text())["nodes"]
     catalog = json.loads((target / "catalog.json").read_text())["nodes"]

@@ -8,7 +8,6 @@ import sys
 
 import pytest
 
-from orchestration import pipeline
 from orchestration.__main__ import run_config
 from orchestration.config import REPO_ROOT, ConfigError, Settings, parse_as_of, parse_flag
 from tests.conftest import make_landing, query, tree_digest
@@ -68,24 +67,14 @@ def test_bad_file_fails_clearly_and_leaves_the_published_warehouse(published, tm
     assert warehouse.read_bytes() == before
 
 
-def test_failed_dbt_build_leaves_the_published_warehouse(published, monkeypatch):
-    landing, _, warehouse, _ = published
-    before = warehouse.read_bytes()
-    failing_test = ["sh", "-c", "echo 'Failure in test assert_load_reconciles'; exit 1"]
-    monkeypatch.setattr(pipeline, "dbt_command", lambda args, load_date: failing_test)
-    with pytest.raises(pipeline.PipelineError, match="is unchanged"):
-        pipeline.run(Settings(landing, warehouse, None))
-    assert warehouse.read_bytes() == before
-
-
 def test_a_failed_gate_exits_1_unless_the_operator_accepts_the_grading(published, tmp_path):
     landing, _, warehouse, _ = published
     config = tmp_path / "strict.yml"
-    config.write_text("ops:\n  tier_tables:\n    config:\n      min_segment_share: 0.5\n")
+    config.write_text("ops:\n  grading_gates:\n    config:\n      min_segment_share: 0.5\n")
     before = warehouse.read_bytes()
     done = run_cli(landing, warehouse, "--config", str(config))
     assert done.returncode == 1, done.stderr
-    assert "error in step tier_tables" in done.stderr
+    assert "error in step grading_gates" in done.stderr
     assert "smallest_segment_share" in done.stderr and "min_segment_share = 0.5" in done.stderr
     assert "--accept-grading" in done.stderr and "Nothing was published" in done.stderr
     assert warehouse.read_bytes() == before
@@ -103,11 +92,12 @@ def test_a_failed_gate_exits_1_unless_the_operator_accepts_the_grading(published
 
 def test_run_config_adds_the_operators_acceptance(tmp_path):
     assert run_config(None, False) == {}
-    assert run_config(None, True) == {"ops": {"tier_tables": {"config": {"accept_gates": True}}}}
+    accept = {"grading_gates": {"config": {"accept_gates": True}}}
+    assert run_config(None, True) == {"ops": accept}
     path = tmp_path / "run.yml"
-    path.write_text("ops:\n  tier_tables:\n    config: {hysteresis_patience: 3}\n")
+    path.write_text("ops:\n  tier_models:\n    config: {hysteresis_patience: 3}\n")
     assert run_config(path, True) == {
-        "ops": {"tier_tables": {"config": {"hysteresis_patience": 3, "accept_gates": True}}}
+        "ops": {"tier_models": {"config": {"hysteresis_patience": 3}}, **accept}
     }
     path.write_text("- not a mapping\n")
     with pytest.raises(ConfigError, match="run.yml"):
@@ -120,7 +110,7 @@ def test_a_misspelt_run_config_is_an_input_error(tmp_path, monkeypatch, capsys):
     from orchestration.__main__ import main
 
     path = tmp_path / "run.yml"
-    path.write_text("ops:\n  tier_tables:\n    config: {hysteresis_patiense: 3}\n")
+    path.write_text("ops:\n  tier_models:\n    config: {hysteresis_patiense: 3}\n")
     warehouse = tmp_path / "brokerage.duckdb"
     monkeypatch.setenv("TIERS_WAREHOUSE", str(warehouse))
     assert main(["run", "--config", str(path)]) == 2

@@ -184,7 +184,7 @@ def build_book(book: Book, tmp_path_factory) -> Warehouse:
     path = build(
         landing,
         tmp_path_factory.mktemp(f"wh_{book.name}") / "warehouse.duckdb",
-        select=WAREHOUSE_MODELS,
+        "marts",
     )
     if book.damaged:
         damage(path)

@@ -8,7 +8,6 @@ models (dbt_project/models/tiers/_tiers__unit_tests.yml).
 
 from __future__ import annotations
 
-import datetime as dt
 import shutil
 
 import duckdb
@@ -17,10 +16,7 @@ import pytest
 
 from ml import TIERS, TieringModel, apply_hysteresis
 from orchestration.tiering import GateSettings, evaluate_gates, stored_model
-from tests.conftest import query, run_job
-
-SEPTEMBER = dt.date(2026, 9, 30)
-OCTOBER = dt.date(2026, 10, 31)
+from tests.conftest import OCTOBER, SEPTEMBER, query, run_job
 
 
 def _history(path, month) -> pd.DataFrame:
@@ -39,27 +35,9 @@ def _checks(result) -> dict:
     }
 
 
-@pytest.fixture(scope="module")
-def september(clean_landing, tmp_path_factory):
-    """The book with September graded (the first graded month)."""
-    path = tmp_path_factory.mktemp("tiering") / "warehouse.duckdb"
-    assert run_job(clean_landing, path, as_of=SEPTEMBER.isoformat()).success
-    return path
-
-
-@pytest.fixture(scope="module")
-def warehouse(september, clean_landing, tmp_path_factory):
-    """September then October graded (patience 2), and the October run's result."""
-    path = tmp_path_factory.mktemp("tiering") / "warehouse.duckdb"
-    shutil.copyfile(september, path)
-    result = run_job(clean_landing, path, as_of=OCTOBER.isoformat())
-    assert result.success
-    return path, result
-
-
-def test_hysteresis_in_sql_equals_the_library_rule(warehouse):
+def test_hysteresis_in_sql_equals_the_library_rule(graded):
     """The history's published tiers are ml.apply_hysteresis of the model tiers."""
-    path, _ = warehouse
+    path, _ = graded
     before, after = _history(path, SEPTEMBER), _history(path, OCTOBER)
     # September is the first graded month: everyone publishes the model tier
     assert (before["hysteresis_tier"] == before["model_tier"]).all()
@@ -81,8 +59,8 @@ def test_hysteresis_in_sql_equals_the_library_rule(warehouse):
     assert reasons.str.startswith("hysteresis:pending_tier=").all()
 
 
-def test_the_sql_scores_equal_pythons_assignments(warehouse):
-    path, _ = warehouse
+def test_the_sql_scores_equal_pythons_assignments(graded):
+    path, _ = graded
     both = query(
         path,
         """select count(*), count(*) filter (where s.segment = a.segment
@@ -96,8 +74,8 @@ def test_the_sql_scores_equal_pythons_assignments(warehouse):
     assert n > 0 and agree == n
 
 
-def test_the_published_tables_show_the_published_tier(warehouse):
-    path, _ = warehouse
+def test_the_published_tables_show_the_published_tier(graded):
+    path, _ = graded
     latest = query(path, "select * from tiers.customer_tiers order by customer_id")
     october = _history(path, OCTOBER)
     assert len(latest) == len(october)
@@ -117,8 +95,8 @@ def test_the_published_tables_show_the_published_tier(warehouse):
     assert moved == 0  # with patience 2, nobody's published tier can move in the second month
 
 
-def test_profiles_reconcile_with_the_indicators(warehouse):
-    path, _ = warehouse
+def test_profiles_reconcile_with_the_indicators(graded):
+    path, _ = graded
     rows = query(
         path,
         """select p.tier, p.revenue, p.mean_avg_assets, p.total_avg_assets,
@@ -142,19 +120,8 @@ def test_profiles_reconcile_with_the_indicators(warehouse):
             assert mean_assets == pytest.approx(want_mean)
 
 
-def test_a_second_run_of_the_month_changes_nothing(warehouse, clean_landing, tmp_path):
-    path, _ = warehouse
-    copy = tmp_path / "warehouse.duckdb"
-    shutil.copyfile(path, copy)
-    assert run_job(clean_landing, copy, as_of=OCTOBER.isoformat()).success
-    pd.testing.assert_frame_equal(_history(copy, OCTOBER), _history(path, OCTOBER))
-    assert query(copy, "select run_id from tiers.model_runs order by all") == query(
-        path, "select run_id from tiers.model_runs order by all"
-    )
-
-
-def test_k_diagnostics_are_stored_for_k_2_to_10(warehouse):
-    path, _ = warehouse
+def test_k_diagnostics_are_stored_for_k_2_to_10(graded):
+    path, _ = graded
     for month in (SEPTEMBER, OCTOBER):
         rows = query(
             path,
@@ -171,8 +138,8 @@ def test_k_diagnostics_are_stored_for_k_2_to_10(warehouse):
         assert all(inertia > 0 for *_, inertia in rows)
 
 
-def test_model_runs_record_the_model_choices_and_the_gates(warehouse):
-    path, result = warehouse
+def test_model_runs_record_the_model_choices_and_the_gates(graded):
+    path, result = graded
     with duckdb.connect(str(path), read_only=True) as con:
         row = con.execute("select * from tiers.model_runs where as_of_date = ?", [OCTOBER]).df()
         model, run_id, _ = stored_model(con, OCTOBER)
@@ -189,8 +156,8 @@ def test_model_runs_record_the_model_choices_and_the_gates(warehouse):
     assert all(checks[name].passed for name in ("kmo_adequate", "vip_share"))
 
 
-def test_gate_values_and_thresholds(warehouse):
-    path, _ = warehouse
+def test_gate_values_and_thresholds(graded):
+    path, _ = graded
     with duckdb.connect(str(path), read_only=True) as con:
         run_id, gates = evaluate_gates(con, OCTOBER, GateSettings())
         model, stored_run, _ = stored_model(con, OCTOBER)
@@ -225,9 +192,9 @@ def test_gate_values_and_thresholds(warehouse):
 
 
 def test_a_failed_gate_stops_the_publish_and_an_accepted_one_is_recorded(
-    warehouse, clean_landing, tmp_path
+    graded, clean_landing, tmp_path
 ):
-    path, _ = warehouse
+    path, _ = graded
     copy = tmp_path / "warehouse.duckdb"
     shutil.copyfile(path, copy)
     published = copy.read_bytes()
@@ -255,11 +222,11 @@ def test_a_failed_gate_stops_the_publish_and_an_accepted_one_is_recorded(
     assert _checks(accepted)["smallest_segment_share"].severity.value == "WARN"
 
 
-def test_scoring_job_grades_a_month_with_the_last_model(september, clean_landing, tmp_path):
+def test_scoring_job_grades_a_month_with_the_last_model(graded_september, clean_landing, tmp_path):
     """No refit: October is scored in SQL with September's model, and no model is stored
     for October; Python's prediction with that model agrees for every customer."""
     copy = tmp_path / "warehouse.duckdb"
-    shutil.copyfile(september, copy)
+    shutil.copyfile(graded_september, copy)
     result = run_job(clean_landing, copy, job="scoring_job", as_of=OCTOBER.isoformat())
     assert result.success
     assert query(copy, "select distinct as_of_date from tiers.model_runs") == [(SEPTEMBER,)]

@@ -55,7 +55,7 @@ plans as (
 -- history in the three months before the graded one, so a customer missing from
 -- one month-end keeps their tier's protection
 previous as (
-{%- if is_incremental() %}
+    {%- if is_incremental() %}
     select customer_id, tier, pending_tier, pending_months
     from (
         select
@@ -76,7 +76,7 @@ previous as (
         cast(null as varchar) as pending_tier,
         cast(null as bigint) as pending_months
     where false
-{%- endif %}
+    {%- endif %}
 ),
 
 -- ml.hysteresis.apply_hysteresis, in SQL (tests check the two agree)

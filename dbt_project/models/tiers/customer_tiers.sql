@@ -8,7 +8,7 @@ history as (
 final as (
     select *
     from history
-    where as_of_date = (select max(as_of_date) from history)
+    where as_of_date = (select max(latest.as_of_date) from history as latest)
 )
 
 select * from final

@@ -28,7 +28,8 @@ before as (
 ),
 
 after as (
-    select customer_id, tier from history where as_of_date = {{ grading_month() }}
+    select customer_id, tier from history
+    where as_of_date = {{ grading_month() }}
 ),
 
 paired as (

@@ -37,7 +37,7 @@ graded as (
         -- realised revenue: commission net of rebates plus margin interest charged,
         -- never the imputed spread on idle cash
         coalesce(indicators.commission_contribution, 0)
-            + coalesce(indicators.interest_contribution, 0) as revenue
+        + coalesce(indicators.interest_contribution, 0) as revenue
     from tiers
     inner join indicators on tiers.customer_id = indicators.customer_id
 ),
@@ -66,7 +66,7 @@ final as (
         cast(plans.tier_rank as bigint) as tier_rank,
         cast(coalesce(by_tier.customers, 0) as bigint) as customers,
         cast(coalesce(by_tier.customers, 0) as double)
-            / nullif(totals.customers, 0) as share,
+        / nullif(totals.customers, 0) as share,
         {%- for column in indicators %}
         cast(by_tier.mean_{{ column }} as double) as mean_{{ column }},
         {%- endfor %}

@@ -6,7 +6,7 @@
 {#- the factor_<n> columns Python wrote (as many as the widest model had factors) -#}
 {%- set factor_columns = [] %}
 {%- if execute %}
-    {%- for column in adapter.get_columns_in_relation(source('tiers', 'customer_assignments')) %}
+{%- for column in adapter.get_columns_in_relation(source('tiers', 'customer_assignments')) %}
         {%- if modules.re.fullmatch('factor_[0-9]+', column.name) %}
             {%- do factor_columns.append(column.name) %}
         {%- endif %}
@@ -19,12 +19,20 @@ scores as (
     select * from {{ ref('customer_scores') }}
 ),
 
+used_models as (
+    select distinct model_run_id from scores
+),
+
 assignments as (
-    select assignments.*
-    from {{ source('tiers', 'customer_assignments') }} as assignments
-    inner join (select distinct model_run_id from scores) as used
-        on assignments.run_id = used.model_run_id
-    where assignments.as_of_date = {{ grading_month() }}
+    select python.*
+    from {{ source('tiers', 'customer_assignments') }} as python
+    inner join used_models on python.run_id = used_models.model_run_id
+    where python.as_of_date = {{ grading_month() }}
+),
+
+-- a month scored with an earlier month's model has no Python assignment
+python_assigned as (
+    select count(*) > 0 as any_row from assignments
 ),
 
 disagreements as (
@@ -36,7 +44,8 @@ disagreements as (
         assignments.model_tier as python_model_tier
     from scores
     full outer join assignments on scores.customer_id = assignments.customer_id
-    where (select count(*) from assignments) > 0
+    cross join python_assigned
+    where python_assigned.any_row
         and (
             scores.customer_id is null
             or assignments.customer_id is null
@@ -48,21 +57,20 @@ disagreements as (
 factor_disagreements as (
     select
         factor_scores.customer_id,
-        cast(null as bigint),
-        cast(null as bigint),
-        cast(null as varchar),
-        cast(null as varchar)
+        cast(null as bigint) as sql_segment,
+        cast(null as bigint) as python_segment,
+        cast(null as varchar) as sql_model_tier,
+        cast(null as varchar) as python_model_tier
     from {{ ref('customer_factor_scores') }} as factor_scores
     inner join assignments on factor_scores.customer_id = assignments.customer_id
     where not coalesce(abs(
-        factor_scores.score
-        - case factor_scores.factor
+            factor_scores.score
+            - {% if factor_columns %}case factor_scores.factor
             {%- for column in factor_columns %}
             when {{ column[7:] }} then assignments.{{ column }}
             {%- endfor %}
-            else null
-        end
-    ) <= 1e-9 * greatest(1, abs(factor_scores.score)), false)
+        end{% else %}cast(null as double){% endif %}
+        ) <= 1e-9 * greatest(1, abs(factor_scores.score)), false)
 )
 
 select * from disagreements

@@ -22,6 +22,6 @@ history as (
 select migrations.*
 from migrations
 left join history as now on now.as_of_date = {{ grading_month() }}
-left join history as before on before.as_of_date = migrations.from_as_of_date
+left join history as before on migrations.from_as_of_date = before.as_of_date
 where migrations.to_customers <> coalesce(now.customers, 0)
     or migrations.from_customers <> coalesce(before.customers, 0)

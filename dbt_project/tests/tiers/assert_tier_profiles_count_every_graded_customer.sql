@@ -14,7 +14,8 @@ history as (
     group by as_of_date
 )
 
-select coalesce(profiles.as_of_date, history.as_of_date) as as_of_date,
+select
+    coalesce(profiles.as_of_date, history.as_of_date) as as_of_date,
     profiles.customers as in_profiles,
     history.customers as in_history
 from profiles

@@ -1,0 +1,70 @@
+"""The short report ``python -m orchestration run`` prints after a run: the load and the tiers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+
+
+def summary(warehouse: Path) -> str:
+    """A short text report of the published warehouse's latest load."""
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        counts = con.execute("""select source_table, files, raw_rows, accepted_rows,
+                                       quarantined_rows, load_id
+                                from audit.load_reconciliation order by source_table""").fetchall()
+        rules = con.execute("""select rule, count(*) from audit.quarantine
+                               group by rule order by count(*) desc, rule""").fetchall()
+        first, last = con.execute("""select min(as_of_date), max(as_of_date)
+                                     from staging.stg_broker__balances""").fetchall()[0]
+        month_ends, latest, graded = con.execute("""
+            select count(distinct as_of_date), max(as_of_date),
+                   count(*) filter (where as_of_date = (select max(as_of_date)
+                                                        from marts.customer_indicators))
+            from marts.customer_indicators""").fetchall()[0]
+    lines = [
+        f"Warehouse {warehouse} (load {counts[0][5] if counts else '-'})",
+        f"{'table':<12}{'files':>6}{'raw rows':>13}{'accepted':>13}{'quarantined':>13}",
+    ]
+    lines += [f"{t:<12}{f:>6}{r:>13,}{a:>13,}{q:>13,}" for t, f, r, a, q, _ in counts]
+    lines.append(
+        "Quarantined by rule: "
+        + (", ".join(f"{rule} {n:,}" for rule, n in rules) or "none")
+        + " (details: audit.quarantine)"
+    )
+    if first is not None:
+        lines.append(f"Balance snapshots cover {first} to {last}")
+    if latest is not None:
+        lines.append(
+            f"Indicators: {month_ends} month-ends up to {latest}, "
+            f"{graded:,} customers as of {latest} (marts.customer_indicators)"
+        )
+    return "\n".join(lines)
+
+
+def tier_summary(warehouse: Path) -> str:
+    """The latest grading in the published warehouse: tier sizes and model quality."""
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        sizes = con.execute("""select tier, count(*), count(*) filter (where is_override)
+                               from tiers.customer_tiers group by tier
+                               order by min(tier_rank)""").fetchall()
+        as_of, run_id, kmo, factors, k, silhouette, gates_failed, accepted = con.execute("""
+            select as_of_date, run_id, kmo, n_factors, k, silhouette, gates_failed,
+                   accepted_by_operator
+            from tiers.model_runs
+            where run_id = (select max(run_id) from tiers.customer_tiers)""").fetchall()[0]
+        held, graded = con.execute("""select count(*) filter (where hysteresis_tier <> model_tier),
+                                        max(as_of_date)
+                                 from tiers.customer_tiers""").fetchall()[0]
+    total = sum(n for _, n, _ in sizes) or 1
+    lines = [
+        f"Tiers as of {graded} (model {run_id} fitted on {as_of}; KMO {kmo:.2f}, "
+        f"{factors} factors, k = {k}, silhouette {silhouette:.2f})",
+        f"{'tier':<12}{'customers':>11}{'share':>8}{'overrides':>11}",
+    ]
+    lines += [f"{t:<12}{n:>11,}{n / total:>8.1%}{o:>11,}" for t, n, o in sizes]
+    lines.append(f"Held in their published tier by hysteresis: {held:,}")
+    if gates_failed and accepted:
+        lines.append(f"Gates failed and accepted by the operator: {gates_failed}")
+    lines.append("Details: tiers.customer_tiers, tiers.tier_profiles, tiers.model_runs")
+    return "\n".join(lines)

@@ -69,6 +69,8 @@ from orchestration.tiering import (
     record_gates,
     resolve_as_of,
     stored_model,
+    table_exists,
+    upgrade_tier_tables,
 )
 
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
@@ -81,6 +83,8 @@ CONFIG_TABLES = ("service_plans", "tier_overrides")
 INGESTION = "staging audit"
 #: dbt models of the tiers schema, built on what the model assets write.
 TIER_MODELS = "path:models/tiers"
+#: Schemas the Parquet snapshot holds: what BI reads.
+SNAPSHOT_SCHEMAS = ("tiers", "marts")
 #: Tables the model asset writes (one set of rows per fitted month-end).
 FIT_TABLES = (*MODEL_TABLES, "model_runs", "model_k_diagnostics")
 
@@ -403,6 +407,12 @@ def tier_models(
                 description=f"no tiering model fitted on or before {as_of}: run tiering_job "
                 "(which fits one) before scoring with the last model"
             )
+        upgraded = upgrade_tier_tables(con, json.loads(dbt_project.manifest_path.read_text()))
+    if upgraded:
+        context.log.info(
+            f"tiers tables of an earlier version brought to the dbt contracts: "
+            f"{', '.join(upgraded)}"
+        )
     variables = {
         **tiers.dbt_vars(context.run.run_id),
         "grading_month": as_of.isoformat(),
@@ -491,7 +501,10 @@ def _gate_check(gate: GateResult, blocked: bool) -> AssetCheckResult:
 
 
 def _published_tier_metadata(warehouse: Path) -> dict[str, Any]:
+    """Tier sizes and the latest migration matrix; nothing for a run that graded nothing."""
     with duckdb.connect(str(warehouse), read_only=True) as con:
+        if not table_exists(con, "tiers", "customer_tiers"):
+            return {}
         sizes = con.execute(
             "select tier, count(*) as customers, count(*) filter (where is_override) as overrides,"
             " count(*) filter (where pending_tier is not null) as held_by_hysteresis "
@@ -540,12 +553,22 @@ def _published_tier_metadata(warehouse: Path) -> dict[str, Any]:
 )
 def published_warehouse(context: AssetExecutionContext, tiers: TiersResource) -> MaterializeResult:
     warehouse = Path(tiers.warehouse)
-    publish.publish(tiers.build(context.run.run_id), warehouse)
-    folder = publish.write_snapshot(warehouse, publish.snapshot_root(warehouse), context.run.run_id)
-    return MaterializeResult(
-        metadata={
-            "warehouse": str(warehouse),
-            "snapshot": MetadataValue.path(str(folder)),
-            **_published_tier_metadata(warehouse),
-        }
-    )
+    build = tiers.build(context.run.run_id)
+    # a job subset that stops before the marts or the tiers (a selection materialised
+    # in the UI) snapshots what it built; the whole job always has both schemas
+    with duckdb.connect(str(build), read_only=True) as con:
+        schemas = [
+            schema
+            for schema in SNAPSHOT_SCHEMAS
+            if con.execute(
+                "select count(*) from information_schema.tables where table_schema = ?", [schema]
+            ).fetchall()[0][0]
+        ]
+    publish.publish(build, warehouse)
+    metadata: dict[str, Any] = {"warehouse": str(warehouse)}
+    if schemas:
+        folder = publish.write_snapshot(
+            warehouse, publish.snapshot_root(warehouse), context.run.run_id, schemas
+        )
+        metadata["snapshot"] = MetadataValue.path(str(folder))
+    return MaterializeResult(metadata={**metadata, **_published_tier_metadata(warehouse)})

@@ -34,7 +34,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from ml import ALL_INDICATORS, MODEL_TABLES, NamingRules, TieringModel
+from ml import ALL_INDICATORS, MODEL_TABLES, TIERS, NamingRules, TieringModel
 from orchestration.config import ConfigError
 
 #: A fitted model's parameters, as ``TieringModel`` defaults them.
@@ -348,6 +348,80 @@ def replace_month(
         _run(con, f"insert into tiers.{table} by name select * from _rows")
     finally:
         con.unregister("_rows")
+
+
+# --------------------------------------------------- warehouses of earlier versions
+
+
+def upgrade_tier_tables(con: duckdb.DuckDBPyConnection, manifest: dict) -> list[str]:
+    """Bring ``tiers`` tables written before the tiers schema moved into dbt to the dbt
+    models' contracts, keeping their months; returns the tables changed.
+
+    Those tables were written by Python with the same rows; an incremental model refuses
+    a table whose columns differ from its contract. Each incremental ``tiers`` model's
+    table is rebuilt with exactly its contract's columns (a column it lacked is NULL, an
+    extra one goes), and Python's assignments of the months graded then are kept in
+    ``tiers.customer_assignments`` from the old history's model columns (segment, model
+    tier, factor scores, drivers).
+    """
+    existing: dict[str, list[str]] = {}
+    for table, column in con.execute(
+        "select table_name, column_name from information_schema.columns "
+        "where table_schema = 'tiers' order by table_name, ordinal_position"
+    ).fetchall():
+        existing.setdefault(table, []).append(column)
+    changed = []
+    history = existing.get("customer_tier_history", [])
+    if any(column.startswith("factor_") for column in history):  # written by Python
+        factors = [c for c in history if c.startswith("factor_")]
+        drivers = [c for c in ASSIGNMENT_COLUMNS[3:11] if c in history]
+        codes = ", ".join(f"'{tier}'" for tier in TIERS)
+        kept = con.execute(
+            f"""select customer_id, as_of_date, segment, model_tier,
+                   list_position([{codes}], model_tier)::bigint as tier_rank,
+                   {"".join(f"{c}, " for c in drivers)}
+                   case when reason not like 'override:%' and reason not like 'hysteresis:%'
+                        then reason end as reason,
+                   {"".join(f"{c}, " for c in factors)}run_id
+            from tiers.customer_tier_history"""
+        ).df()
+        assigned = (
+            {
+                r[0]
+                for r in con.execute(
+                    "select distinct as_of_date from tiers.customer_assignments"
+                ).fetchall()
+            }
+            if "customer_assignments" in existing
+            else set()
+        )
+        for month, rows in kept.groupby("as_of_date"):
+            if month.date() not in assigned:
+                replace_month(con, "customer_assignments", rows, month.date())
+        changed.append("customer_assignments")
+    for node in manifest["nodes"].values():
+        if (
+            node["resource_type"] != "model"
+            or node["schema"] != "tiers"
+            or node["config"]["materialized"] != "incremental"
+            or node["name"] not in existing
+        ):
+            continue
+        columns = {name: column["data_type"] for name, column in node["columns"].items()}
+        if existing[node["name"]] == list(columns):
+            continue
+        had = set(existing[node["name"]])
+        select = ", ".join(
+            f"cast({name if name in had else 'null'} as {dtype}) as {name}"
+            for name, dtype in columns.items()
+        )
+        _run(
+            con,
+            f"create or replace table tiers.{node['name']} as select {select} "
+            f"from tiers.{node['name']}",
+        )
+        changed.append(node["name"])
+    return changed
 
 
 # ------------------------------------------------------------------- the gates

@@ -67,8 +67,13 @@ def build(
         tags={"tiers/full_refresh": "true"} if full_refresh else None,
         **settings,
     )
-    failures = [e.step_failure_data.error for e in result.all_events if e.is_step_failure]
-    assert result.success, [error.message if error else "?" for error in failures]
+    errors = [e.step_failure_data.error for e in result.all_events if e.is_step_failure]
+    causes = []
+    for error in errors:
+        while error is not None:  # the step error, then what raised it
+            causes.append(error.message.strip())
+            error = error.cause
+    assert result.success, causes
     return warehouse
 
 

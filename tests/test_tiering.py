@@ -254,3 +254,61 @@ def test_scoring_a_warehouse_without_a_model_says_what_to_run(clean_landing, tmp
     assert not result.success
     (failure,) = [e for e in result.all_events if e.is_step_failure]
     assert "no tiering model fitted" in failure.step_failure_data.user_failure_data.description
+
+
+def test_tier_tables_of_the_python_layout_are_brought_to_the_dbt_contracts(
+    graded_september, tmp_path
+):
+    """A warehouse graded before the tiers schema moved into dbt: its history carried the
+    factor scores and no assignments table existed. The upgrade keeps every month, moves
+    the model columns into customer_assignments and leaves each incremental model's table
+    with exactly its contract's columns, so dbt's incremental build accepts it."""
+    import json
+
+    from orchestration.config import prepare_manifest
+    from orchestration.tiering import upgrade_tier_tables
+
+    HISTORY_KEYS = (  # noqa: N806
+        "select customer_id, as_of_date, tier, pending_tier "
+        "from tiers.customer_tier_history order by all"
+    )
+
+    path = tmp_path / "warehouse.duckdb"
+    shutil.copyfile(graded_september, path)
+    with duckdb.connect(str(path)) as con:
+        before = con.execute(HISTORY_KEYS).fetchall()
+        assigned = con.execute(
+            "select customer_id, segment, factor_1 from tiers.customer_assignments order by all"
+        ).fetchall()
+        # the layout the Python tier tables had
+        con.execute("""
+            create or replace table tiers.customer_tier_history as
+            select h.*, a.factor_1, a.factor_2
+            from tiers.customer_tier_history as h
+            join tiers.customer_assignments as a using (customer_id, as_of_date)""")
+        con.execute("drop table tiers.customer_assignments")
+        con.execute("""
+            create or replace table tiers.override_audit as
+            select * exclude (valid_until_date), 'r' as run_id from tiers.override_audit""")
+        manifest = json.loads(prepare_manifest().read_text())
+        changed = upgrade_tier_tables(con, manifest)
+        assert {"customer_assignments", "customer_tier_history", "override_audit"} <= set(changed)
+        for node in manifest["nodes"].values():
+            if node["resource_type"] == "model" and node["config"]["materialized"] == "incremental":
+                columns = [
+                    r[0]
+                    for r in con.execute(
+                        "select column_name from information_schema.columns where "
+                        "table_schema = 'tiers' and table_name = ? order by ordinal_position",
+                        [node["name"]],
+                    ).fetchall()
+                ]
+                assert columns == list(node["columns"]), node["name"]
+        assert con.execute(HISTORY_KEYS).fetchall() == before
+        assert (
+            con.execute(
+                "select customer_id, segment, factor_1 from tiers.customer_assignments order by all"
+            ).fetchall()
+            == assigned
+        )
+        assert upgrade_tier_tables(con, manifest) == []  # once is enough

@@ -89,6 +89,11 @@ def main(argv: list[str] | None = None) -> int:
         validate_run_config(job, config)
     except DagsterInvalidConfigError as error:
         reasons = "; ".join(e.message for e in error.errors) or str(error)
+        if "tier_tables" in (config.get("ops") or {}):
+            reasons += (
+                " (the tier_tables op is gone: model settings are under tier_model, "
+                "hysteresis_patience under tier_models, gates under grading_gates)"
+            )
         print(
             f"error: the run configuration is invalid: {reasons}\nNothing was published.",
             file=sys.stderr,

@@ -68,7 +68,6 @@ from orchestration.tiering import (
     fit_month,
     record_gates,
     resolve_as_of,
-    stored_model,
     table_exists,
     upgrade_tier_tables,
 )
@@ -187,8 +186,9 @@ class DbtVarsConfig(Config):
     def dbt_vars(self) -> dict[str, Any]:
         """The vars set to something other than their default (dbt_project.yml has those).
 
-        With the defaults, every dbt call of a run passes the same ``--vars``, so the
-        later calls reuse the first one's parse (see :func:`dbt_target_path`).
+        With the defaults, the dbt calls up to the marts pass the same ``--vars``, so
+        the later ones reuse the first one's parse (see :func:`dbt_target_path`); the
+        tier models' call adds ``grading_month`` and parses again.
         """
         defaults = type(self)().model_dump()
         return {name: value for name, value in self.model_dump().items() if value != defaults[name]}
@@ -402,7 +402,12 @@ def tier_models(
     build = tiers.build(context.run.run_id)
     as_of = tiers.grading_month(context.run.run_id)
     with duckdb.connect(str(build)) as con:
-        if stored_model(con, as_of) is None:
+        if (
+            not table_exists(con, "tiers", "model_params")
+            or not con.execute(
+                "select count(*) from tiers.model_params where as_of_date <= ?", [as_of]
+            ).fetchall()[0][0]
+        ):
             raise Failure(
                 description=f"no tiering model fitted on or before {as_of}: run tiering_job "
                 "(which fits one) before scoring with the last model"

@@ -358,11 +358,14 @@ def upgrade_tier_tables(con: duckdb.DuckDBPyConnection, manifest: dict) -> list[
     models' contracts, keeping their months; returns the tables changed.
 
     Those tables were written by Python with the same rows; an incremental model refuses
-    a table whose columns differ from its contract. Each incremental ``tiers`` model's
+    a table whose columns differ from its contract. Only that layout is changed (a
+    history with factor scores, an audit with a run id): a table dbt built and a later
+    contract changed is left for dbt to refuse. Each incremental ``tiers`` model's
     table is rebuilt with exactly its contract's columns (a column it lacked is NULL, an
     extra one goes), and Python's assignments of the months graded then are kept in
     ``tiers.customer_assignments`` from the old history's model columns (segment, model
-    tier, factor scores, drivers).
+    tier, factor scores, drivers). The old ``marts.tier_activity_by_branch``, now
+    built in ``tiers``, is dropped.
     """
     existing: dict[str, list[str]] = {}
     for table, column in con.execute(
@@ -372,7 +375,11 @@ def upgrade_tier_tables(con: duckdb.DuckDBPyConnection, manifest: dict) -> list[
         existing.setdefault(table, []).append(column)
     changed = []
     history = existing.get("customer_tier_history", [])
-    if any(column.startswith("factor_") for column in history):  # written by Python
+    # the Python tier tables' marks: factor scores in the history, run_id in the audit
+    python_layout = any(c.startswith("factor_") for c in history) or "run_id" in existing.get(
+        "override_audit", []
+    )
+    if any(column.startswith("factor_") for column in history):
         factors = [c for c in history if c.startswith("factor_")]
         drivers = [c for c in ASSIGNMENT_COLUMNS[3:11] if c in history]
         codes = ", ".join(f"'{tier}'" for tier in TIERS)
@@ -395,10 +402,20 @@ def upgrade_tier_tables(con: duckdb.DuckDBPyConnection, manifest: dict) -> list[
             if "customer_assignments" in existing
             else set()
         )
+        kept["as_of_date"] = kept["as_of_date"].dt.date.astype("date32[pyarrow]")
         for month, rows in kept.groupby("as_of_date"):
-            if month.date() not in assigned:
-                replace_month(con, "customer_assignments", rows, month.date())
+            if month not in assigned:
+                replace_month(con, "customer_assignments", rows, month)
         changed.append("customer_assignments")
+    if not python_layout:
+        return changed  # a contract change of a dbt-built table is dbt's to refuse
+    stale = con.execute(
+        "select count(*) from information_schema.tables "
+        "where table_schema = 'marts' and table_name = 'tier_activity_by_branch'"
+    ).fetchall()[0][0]
+    if stale:  # moved to the tiers schema
+        _run(con, "drop table marts.tier_activity_by_branch")
+        changed.append("marts.tier_activity_by_branch")
     for node in manifest["nodes"].values():
         if (
             node["resource_type"] != "model"
@@ -471,7 +488,9 @@ def evaluate_gates(
 
     - ``kmo_adequate``: the model's KMO (``model_quality``) at least ``min_kmo``;
     - ``smallest_segment_share``: every K-means segment of the model holds at
-      least ``min_segment_share`` of the customers it was fitted on;
+      least ``min_segment_share`` of the month's scored customers (in a month the
+      model was fitted on, its fitted shares; in a month scored with an earlier
+      month's model, this month's);
     - ``vip_share``: the published ``vip`` tier holds at most ``max_vip_share``
       of the month's customers (default: the naming's ``vip_max_share``);
     - ``changed_tier_share``: of the customers graded this month and the
@@ -492,11 +511,18 @@ def evaluate_gates(
             "select metric, value from tiers.model_quality where run_id = ?", [run_id]
         ).fetchall()
     )
-    kmo = float(quality.get("kmo", float("nan")))
+    # DuckDB stores the NaN of a KMO that cannot be computed as NULL
+    kmo = float("nan") if quality.get("kmo") is None else float(quality["kmo"])
     shares = [
         r[0]
         for r in con.execute(
-            "select share from tiers.model_segments where run_id = ? and source = 'kmeans'",
+            """select coalesce(count(scores.customer_id), 0)
+                      / (select count(*) from tiers.customer_scores)
+               from tiers.model_segments as segments
+               left join tiers.customer_scores as scores
+                   on scores.segment = segments.segment
+               where segments.run_id = ? and segments.source = 'kmeans'
+               group by segments.segment""",
             [run_id],
         ).fetchall()
     ]

@@ -257,29 +257,31 @@ def test_scoring_a_warehouse_without_a_model_says_what_to_run(clean_landing, tmp
 
 
 def test_tier_tables_of_the_python_layout_are_brought_to_the_dbt_contracts(
-    graded_september, tmp_path
+    graded_september, clean_landing, tmp_path
 ):
     """A warehouse graded before the tiers schema moved into dbt: its history carried the
-    factor scores and no assignments table existed. The upgrade keeps every month, moves
-    the model columns into customer_assignments and leaves each incremental model's table
-    with exactly its contract's columns, so dbt's incremental build accepts it."""
+    factor scores, its audit a run id, no assignments table existed and the activity by
+    branch was a mart. The next run upgrades it: every month kept (hysteresis reads
+    September's state), the old model columns in customer_assignments, the stale mart
+    dropped, and the incremental models accept their tables."""
     import json
 
     from orchestration.config import prepare_manifest
     from orchestration.tiering import upgrade_tier_tables
 
-    HISTORY_KEYS = (  # noqa: N806
+    history_keys = (
         "select customer_id, as_of_date, tier, pending_tier "
-        "from tiers.customer_tier_history order by all"
+        "from tiers.customer_tier_history where as_of_date = '2026-09-30' order by all"
     )
-
+    assignment_keys = (
+        "select customer_id, as_of_date, segment, factor_1 from tiers.customer_assignments "
+        "where as_of_date = '2026-09-30' order by all"
+    )
     path = tmp_path / "warehouse.duckdb"
     shutil.copyfile(graded_september, path)
     with duckdb.connect(str(path)) as con:
-        before = con.execute(HISTORY_KEYS).fetchall()
-        assigned = con.execute(
-            "select customer_id, segment, factor_1 from tiers.customer_assignments order by all"
-        ).fetchall()
+        before = con.execute(history_keys).fetchall()
+        assigned = con.execute(assignment_keys).fetchall()
         # the layout the Python tier tables had
         con.execute("""
             create or replace table tiers.customer_tier_history as
@@ -290,25 +292,29 @@ def test_tier_tables_of_the_python_layout_are_brought_to_the_dbt_contracts(
         con.execute("""
             create or replace table tiers.override_audit as
             select * exclude (valid_until_date), 'r' as run_id from tiers.override_audit""")
-        manifest = json.loads(prepare_manifest().read_text())
-        changed = upgrade_tier_tables(con, manifest)
-        assert {"customer_assignments", "customer_tier_history", "override_audit"} <= set(changed)
-        for node in manifest["nodes"].values():
-            if node["resource_type"] == "model" and node["config"]["materialized"] == "incremental":
-                columns = [
-                    r[0]
-                    for r in con.execute(
-                        "select column_name from information_schema.columns where "
-                        "table_schema = 'tiers' and table_name = ? order by ordinal_position",
-                        [node["name"]],
-                    ).fetchall()
-                ]
-                assert columns == list(node["columns"]), node["name"]
-        assert con.execute(HISTORY_KEYS).fetchall() == before
-        assert (
-            con.execute(
-                "select customer_id, segment, factor_1 from tiers.customer_assignments order by all"
-            ).fetchall()
-            == assigned
+        con.execute(
+            "create table marts.tier_activity_by_branch as "
+            "select * from tiers.tier_activity_by_branch"
         )
-        assert upgrade_tier_tables(con, manifest) == []  # once is enough
+    assert run_job(clean_landing, path, as_of=OCTOBER.isoformat()).success
+    assert query(path, history_keys) == before
+    assert query(path, assignment_keys) == assigned
+    assert query(
+        path,
+        "select distinct data_type from information_schema.columns "
+        "where table_schema = 'tiers' and column_name = 'as_of_date'",
+    ) == [("DATE",)]
+    assert query(
+        path,
+        "select count(*) from information_schema.tables where table_schema = 'marts' "
+        "and table_name = 'tier_activity_by_branch'",
+    ) == [(0,)]
+    ((held,),) = query(
+        path,
+        "select count(*) from tiers.customer_tier_history "
+        "where as_of_date = ? and pending_tier is not null",
+        [OCTOBER],
+    )
+    assert held > 0  # September's published tiers hold October's model changes back
+    with duckdb.connect(str(path)) as con:
+        assert upgrade_tier_tables(con, json.loads(prepare_manifest().read_text())) == []

@@ -1,4 +1,5 @@
-{#- Macros of the SQL scorer (customer_factor_scores, customer_scores), which
+{#- Macros of the SQL scorer (customer_factor_scores, customer_scores; tier_profiles
+    averages the same indicators), which
     replays ml.TieringModel.assign from the model tables Python writes. -#}
 
 {#- The indicator columns of customer_indicators a model may use: every one of

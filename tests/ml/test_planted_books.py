@@ -26,7 +26,7 @@ MONTH_ENDS = (
     dt.date(2026, 9, 30),
     END_DATE,
 )
-#: the job's default hysteresis (orchestration.tiering.GradingSettings)
+#: the job's default hysteresis (dbt var hysteresis_patience in dbt_project.yml)
 PATIENCE = 2
 BOOKS = (Book("default", 201, 4000), Book("dormant_quarter", 202, 7000))
 

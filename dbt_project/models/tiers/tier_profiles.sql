@@ -8,7 +8,7 @@
     on_schema_change='fail',
 ) }}
 
-{%- set indicators = tier_profile_indicators() %}
+{%- set indicators = scoring_indicator_columns() %}
 
 with
 

@@ -30,9 +30,13 @@ assignments as (
     where python.as_of_date = {{ grading_month() }}
 ),
 
--- a month scored with an earlier month's model has no Python assignment
+-- Python assigns the months it fits; a month scored with an earlier month's
+-- model has no Python assignment to compare with
 python_assigned as (
-    select count(*) > 0 as any_row from assignments
+    select count(*) > 0 as any_row
+    from {{ source('tiers', 'model_runs') }} as model_runs
+    inner join used_models on model_runs.run_id = used_models.model_run_id
+    where model_runs.as_of_date = {{ grading_month() }}
 ),
 
 disagreements as (

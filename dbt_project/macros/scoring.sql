@@ -60,3 +60,12 @@
     ) as ranked
     where recency_order = 1
 {%- endmacro %}
+
+{#- `from` one model table, restricted to the scoring model's rows; the query
+    must have the CTE `scoring_model` ({{ scoring_model() }}). -#}
+{% macro from_scoring_model(table) -%}
+    from {{ source('tiers', table) }} as {{ table }}
+    inner join scoring_model
+        on {{ table }}.run_id = scoring_model.model_run_id
+        and {{ table }}.as_of_date = scoring_model.model_as_of_date
+{%- endmacro %}

@@ -24,10 +24,7 @@ model_indicators as (
         model_indicators.clip_upper,
         model_indicators.mean,
         model_indicators.std
-    from {{ source('tiers', 'model_indicators') }} as model_indicators
-    inner join scoring_model
-        on model_indicators.run_id = scoring_model.model_run_id
-        and model_indicators.as_of_date = scoring_model.model_as_of_date
+    {{ from_scoring_model('model_indicators') }}
 ),
 
 model_loadings as (
@@ -35,10 +32,7 @@ model_loadings as (
         model_loadings.indicator,
         model_loadings.factor,
         model_loadings.score_coefficient
-    from {{ source('tiers', 'model_loadings') }} as model_loadings
-    inner join scoring_model
-        on model_loadings.run_id = scoring_model.model_run_id
-        and model_loadings.as_of_date = scoring_model.model_as_of_date
+    {{ from_scoring_model('model_loadings') }}
 ),
 
 -- one row per customer and model indicator; NaN and infinity count as missing

@@ -38,34 +38,22 @@ dormant_rule as (
                     then model_params.value
             end
         ) as double) as min_tenure_months
-    from {{ source('tiers', 'model_params') }} as model_params
-    inner join scoring_model
-        on model_params.run_id = scoring_model.model_run_id
-        and model_params.as_of_date = scoring_model.model_as_of_date
+    {{ from_scoring_model('model_params') }}
 ),
 
 model_factors as (
     select model_factors.factor, model_factors.cluster_weight
-    from {{ source('tiers', 'model_factors') }} as model_factors
-    inner join scoring_model
-        on model_factors.run_id = scoring_model.model_run_id
-        and model_factors.as_of_date = scoring_model.model_as_of_date
+    {{ from_scoring_model('model_factors') }}
 ),
 
 model_centroids as (
     select model_centroids.segment, model_centroids.factor, model_centroids.centroid
-    from {{ source('tiers', 'model_centroids') }} as model_centroids
-    inner join scoring_model
-        on model_centroids.run_id = scoring_model.model_run_id
-        and model_centroids.as_of_date = scoring_model.model_as_of_date
+    {{ from_scoring_model('model_centroids') }}
 ),
 
 model_segments as (
     select model_segments.segment, model_segments.tier, model_segments.tier_rank
-    from {{ source('tiers', 'model_segments') }} as model_segments
-    inner join scoring_model
-        on model_segments.run_id = scoring_model.model_run_id
-        and model_segments.as_of_date = scoring_model.model_as_of_date
+    {{ from_scoring_model('model_segments') }}
 ),
 
 -- ml's _dormant_mask: recency at or above the threshold (a missing recency is

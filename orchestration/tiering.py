@@ -381,7 +381,8 @@ def upgrade_tier_tables(con: duckdb.DuckDBPyConnection, manifest: dict) -> list[
     )
     if any(column.startswith("factor_") for column in history):
         factors = [c for c in history if c.startswith("factor_")]
-        drivers = [c for c in ASSIGNMENT_COLUMNS[3:11] if c in history]
+        explanation = ("driver_", "nearest_other_tier", "distance_to_other_tier")
+        drivers = [c for c in ASSIGNMENT_COLUMNS if c.startswith(explanation) and c in history]
         codes = ", ".join(f"'{tier}'" for tier in TIERS)
         kept = con.execute(
             f"""select customer_id, as_of_date, segment, model_tier,

@@ -57,7 +57,7 @@ from orchestration.config import (
     duckdb_memory_limit,
     parse_as_of,
 )
-from orchestration.landing import CONTRACT, discover, land, new_load_id
+from orchestration.landing import CONTRACT, discover, land, landing_fingerprint, new_load_id
 from orchestration.tiering import (
     GATES,
     MODEL_DEFAULTS,
@@ -124,6 +124,9 @@ class TiersResource(ConfigurableResource):
         with duckdb.connect(str(self.build(run_id))) as con:
             return resolve_as_of(con, self.settings().as_of)
 
+
+#: Run tag of a sensor's run: the landing folder's fingerprint when the run was asked for.
+FINGERPRINT_TAG = "tiers/landing_fingerprint"
 
 #: Run tag: start from an empty warehouse and rebuild every month-end.
 FULL_REFRESH_TAG = "tiers/full_refresh"
@@ -259,6 +262,13 @@ def dbt_args(
 )
 def raw_files(context: AssetExecutionContext, tiers: TiersResource):
     settings = tiers.settings()
+    asked_for = context.run.tags.get(FINGERPRINT_TAG)
+    if asked_for and landing_fingerprint(settings.raw_dir) != asked_for:
+        raise Failure(
+            description=f"the files in {settings.raw_dir} changed after the sensor asked for "
+            "this run (a copy still in progress?): nothing was landed; the sensor asks for a "
+            "new run once they stay unchanged"
+        )
     # the config files are checked first: a broken one stops the run before the build
     plans = config_files.load_service_plans(settings.service_plans)
     files = discover(settings.raw_dir)  # whole-file problems stop the run here

@@ -8,8 +8,11 @@ monthly schedule and a sensor on ``TIERS_RAW_DIR`` start ``tiering_job``.
 
 from __future__ import annotations
 
-import hashlib
+import json
+import os
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from dagster import (
@@ -27,6 +30,7 @@ from dagster import (
 from dagster_dbt import DbtCliResource
 
 from orchestration.assets import (
+    FINGERPRINT_TAG,
     TiersResource,
     customer_assignments,
     dbt_project,
@@ -38,7 +42,8 @@ from orchestration.assets import (
     tier_models,
     warehouse_models,
 )
-from orchestration.config import Settings
+from orchestration.config import ConfigError, Settings
+from orchestration.landing import landing_fingerprint
 
 tiering_job = define_asset_job(
     "tiering_job",
@@ -62,26 +67,71 @@ monthly_schedule = ScheduleDefinition(
 )
 
 
-def landing_fingerprint(raw_dir: Path) -> str:
-    """Names, sizes and modification times of every file in the landing folder."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in raw_dir.rglob("*") if p.is_file()):
-        stat = path.stat()
-        digest.update(f"{path.relative_to(raw_dir)}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest()
+#: Seconds the landing folder must stay unchanged before the sensor asks for a run
+#: (TIERS_SENSOR_SETTLE_SECONDS): a file still being copied changes size or mtime.
+DEFAULT_SETTLE_SECONDS = 60
+
+
+def settle_seconds() -> float:
+    text = os.environ.get("TIERS_SENSOR_SETTLE_SECONDS") or str(DEFAULT_SETTLE_SECONDS)
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"TIERS_SENSOR_SETTLE_SECONDS={text!r} is not a number") from None
+    if value < 0:
+        raise ConfigError(f"TIERS_SENSOR_SETTLE_SECONDS={text!r} must be 0 or more")
+    return value
+
+
+@dataclass(frozen=True)
+class SensorDecision:
+    cursor: str  # JSON: {"published": fingerprint run for, "seen": fingerprint, "since": time}
+    run_for: str | None  # the fingerprint to request a run for, None to wait
+    reason: str
+
+
+def decide(cursor: str | None, fingerprint: str, now: float, settle: float) -> SensorDecision:
+    """What the sensor does on a tick (a pure function, tested on its own).
+
+    A fingerprint the folder has not shown before starts a wait; a run is requested
+    only once the same fingerprint has been seen for ``settle`` seconds, so a file
+    that is still growing (a copy in progress) never triggers one. A folder back to
+    the fingerprint of the last run requested asks for nothing.
+    """
+    state = json.loads(cursor) if cursor and cursor.startswith("{") else {"requested": cursor}
+    requested = state.get("requested")
+    if fingerprint == requested:
+        return SensorDecision(json.dumps({"requested": requested}), None, "no new files")
+    if state.get("seen") != fingerprint:
+        waiting = {"requested": requested, "seen": fingerprint, "since": now}
+        return SensorDecision(
+            json.dumps(waiting),
+            None,
+            f"the landing folder changed: waiting until it is unchanged for {settle:g} s",
+        )
+    if now - state["since"] < settle:
+        return SensorDecision(
+            json.dumps(state),
+            None,
+            f"the landing folder has been unchanged for {now - state['since']:.0f} s of "
+            f"{settle:g} s",
+        )
+    return SensorDecision(json.dumps({"requested": fingerprint}), fingerprint, "files settled")
 
 
 @sensor(job=tiering_job, minimum_interval_seconds=300, default_status=DefaultSensorStatus.STOPPED)
 def new_raw_files(context: SensorEvaluationContext):
-    """Start a run when the files in TIERS_RAW_DIR change (new, replaced or removed)."""
+    """Start a run when the files in TIERS_RAW_DIR changed and then stayed unchanged
+    for TIERS_SENSOR_SETTLE_SECONDS (new, replaced or removed files). The run checks
+    that the folder still has the fingerprint it was asked for."""
     raw_dir = Settings.from_env().raw_dir
     if not raw_dir.is_dir():
         return SkipReason(f"{raw_dir} is not a folder")
-    fingerprint = landing_fingerprint(raw_dir)
-    if fingerprint == context.cursor:
-        return SkipReason("no new files")
-    context.update_cursor(fingerprint)
-    return RunRequest(run_key=fingerprint)
+    decision = decide(context.cursor, landing_fingerprint(raw_dir), time.time(), settle_seconds())
+    context.update_cursor(decision.cursor)
+    if decision.run_for is None:
+        return SkipReason(decision.reason)
+    return RunRequest(run_key=decision.run_for, tags={FINGERPRINT_TAG: decision.run_for})
 
 
 def make_definitions(tiers: TiersResource | None = None) -> Definitions:

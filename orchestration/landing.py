@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import hashlib
 import uuid
 from collections import deque
 from collections.abc import Iterator
@@ -107,6 +108,15 @@ class LandedFile:
     malformed_rows: int
     bytes: int
     modified_ns: int
+
+
+def landing_fingerprint(raw_dir: Path) -> str:
+    """Names, sizes and modification times of every file in the landing folder."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in raw_dir.rglob("*") if p.is_file()):
+        stat = path.stat()
+        digest.update(f"{path.relative_to(raw_dir)}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
 
 
 def discover(raw_dir: Path) -> list[SourceFile]:

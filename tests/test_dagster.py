@@ -18,8 +18,8 @@ from tests.conftest import LOAD_DATE, query, run_job
 prepare_manifest()  # the definitions read the dbt manifest at import
 
 from orchestration import assets  # noqa: E402
-from orchestration.assets import dbt_args  # noqa: E402
-from orchestration.definitions import defs, landing_fingerprint  # noqa: E402
+from orchestration.assets import FINGERPRINT_TAG, dbt_args  # noqa: E402
+from orchestration.definitions import decide, defs, landing_fingerprint  # noqa: E402
 
 TIER_CODES = {"vip", "potential", "ordinary_a", "ordinary_b", "free", "sleeping"}
 
@@ -103,6 +103,43 @@ def test_the_sensor_fingerprint_changes_with_the_files(tmp_path):
     assert landing_fingerprint(tmp_path) == before
     (tmp_path / "fees.csv").write_text("b\n")
     assert landing_fingerprint(tmp_path) != before
+
+
+def test_the_sensor_waits_until_the_files_stop_changing(tmp_path):
+    """A half-copied file keeps changing: no run until the folder is unchanged for the
+    settle time; then one run, and none again for the same files."""
+    trades = tmp_path / "trades.csv"
+    trades.write_text("trade_id,account_id\nT1,")  # a copy in progress
+    first = decide(None, landing_fingerprint(tmp_path), now=0.0, settle=60)
+    assert first.run_for is None and "waiting" in first.reason
+    trades.write_text("trade_id,account_id\nT1,A1\nT2,")  # still growing
+    growing = decide(first.cursor, landing_fingerprint(tmp_path), now=300.0, settle=60)
+    assert growing.run_for is None and "waiting" in growing.reason
+    early = decide(growing.cursor, landing_fingerprint(tmp_path), now=330.0, settle=60)
+    assert early.run_for is None and "unchanged for 30 s" in early.reason
+    settled = decide(early.cursor, landing_fingerprint(tmp_path), now=400.0, settle=60)
+    assert settled.run_for == landing_fingerprint(tmp_path)
+    again = decide(settled.cursor, landing_fingerprint(tmp_path), now=700.0, settle=60)
+    assert again.run_for is None and again.reason == "no new files"
+    # a cursor of the earlier sensor (the bare fingerprint of the last run) still works
+    assert decide(settled.run_for, settled.run_for, now=0.0, settle=60).run_for is None
+
+
+def test_a_sensor_run_whose_files_changed_since_lands_nothing(clean_landing, tmp_path):
+    landing = tmp_path / "landing"
+    shutil.copytree(clean_landing, landing)
+    asked_for = landing_fingerprint(landing)
+    with (landing / "trades.csv").open("a") as handle:
+        handle.write("T999,")  # the copy went on after the sensor's tick
+    warehouse = tmp_path / "warehouse.duckdb"
+    result = run_job(landing, warehouse, tags={FINGERPRINT_TAG: asked_for})
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    assert failure.step_key == "raw_files"
+    assert (
+        "changed after the sensor asked" in failure.step_failure_data.user_failure_data.description
+    )
+    assert not warehouse.exists()
 
 
 def test_the_job_publishes_tiers_for_the_latest_month(graded):

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from ml import TIERS, TieringModel, apply_hysteresis
+from orchestration.report import tier_summary
 from orchestration.tiering import GateSettings, evaluate_gates, stored_model
 from tests.conftest import OCTOBER, SEPTEMBER, query, run_job
 
@@ -220,6 +221,7 @@ def test_a_failed_gate_stops_the_publish_and_an_accepted_one_is_recorded(
         [OCTOBER],
     ) == [("smallest_segment_share", True)]
     assert _checks(accepted)["smallest_segment_share"].severity.value == "WARN"
+    assert "Gates failed and accepted by the operator: smallest_segment_share" in tier_summary(copy)
 
 
 def test_scoring_job_grades_a_month_with_the_last_model(graded_september, clean_landing, tmp_path):

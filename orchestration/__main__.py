@@ -19,11 +19,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import yaml
 
 from orchestration.config import ConfigError, Settings, parse_flag, prepare_manifest
 from orchestration.landing import LandingError
 from orchestration.report import summary, tier_summary
+from orchestration.tiering import resolve_as_of
 
 #: Errors that mean "the input or the configuration is unusable": exit code 2.
 INPUT_ERRORS = {ConfigError.__name__, LandingError.__name__}
@@ -139,7 +141,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2 if kinds & INPUT_ERRORS else 1
     print(summary(settings.warehouse))
-    print(tier_summary(settings.warehouse))
+    with duckdb.connect(str(settings.warehouse), read_only=True) as con:
+        graded_now = resolve_as_of(con, settings.as_of)
+    print(tier_summary(settings.warehouse, graded_now))
     return 0
 
 

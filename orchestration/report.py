@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import duckdb
@@ -42,8 +43,12 @@ def summary(warehouse: Path) -> str:
     return "\n".join(lines)
 
 
-def tier_summary(warehouse: Path) -> str:
-    """The latest grading in the published warehouse: tier sizes and model quality."""
+def tier_summary(warehouse: Path, graded_now: dt.date | None = None) -> str:
+    """The latest grading in the published warehouse: tier sizes and model quality.
+
+    ``graded_now``: the month-end the run graded; named first, with a warning when
+    later month-ends were graded before it (their tiers were not re-graded).
+    """
     with duckdb.connect(str(warehouse), read_only=True) as con:
         sizes = con.execute("""select tier, count(*), count(*) filter (where is_override)
                                from tiers.customer_tiers group by tier
@@ -57,7 +62,16 @@ def tier_summary(warehouse: Path) -> str:
                                         max(as_of_date)
                                  from tiers.customer_tiers""").fetchall()[0]
     total = sum(n for _, n, _ in sizes) or 1
-    lines = [
+    lines = []
+    if graded_now is not None:
+        lines.append(f"This run graded month-end {graded_now}")
+        if graded is not None and graded_now < graded:
+            lines.append(
+                f"Warning: month-ends up to {graded} were graded before {graded_now}; their "
+                "tiers were not re-graded and still follow the earlier grading: run again "
+                f"with TIERS_AS_OF set to each later month-end, in order, up to {graded}"
+            )
+    lines += [
         f"Tiers as of {graded} (model {run_id} fitted on {as_of}; KMO {kmo:.2f}, "
         f"{factors} factors, k = {k}, silhouette {silhouette:.2f})",
         f"{'tier':<12}{'customers':>11}{'share':>8}{'overrides':>11}",

@@ -10,7 +10,7 @@ import pytest
 
 from orchestration.__main__ import run_config
 from orchestration.config import REPO_ROOT, ConfigError, Settings, parse_as_of, parse_flag
-from tests.conftest import make_landing, tree_digest
+from tests.conftest import make_landing, query, tree_digest
 
 
 def run_cli(raw_dir, warehouse, *args, **env):
@@ -43,6 +43,8 @@ def test_run_publishes_and_prints_a_summary(published):
     for table in ["accounts", "trades", "fees", "balances", "cash_flows"]:
         assert table in done.stdout
     assert "Quarantined by rule:" in done.stdout and "duplicate_key" in done.stdout
+    (latest,) = query(warehouse, "select max(as_of_date) from tiers.customer_tiers")[0]
+    assert f"This run graded month-end {latest}" in done.stdout
 
 
 def test_run_never_modifies_the_raw_files(published):

@@ -320,3 +320,15 @@ def test_tier_tables_of_the_python_layout_are_brought_to_the_dbt_contracts(
     assert held > 0  # September's published tiers hold October's model changes back
     with duckdb.connect(str(path)) as con:
         assert upgrade_tier_tables(con, json.loads(prepare_manifest().read_text())) == []
+
+
+def test_the_summary_names_the_month_graded_and_warns_when_later_ones_were_graded_before(
+    graded,
+):
+    path, _ = graded  # September, then October
+    latest = tier_summary(path, OCTOBER)
+    assert latest.startswith(f"This run graded month-end {OCTOBER}\n")
+    assert "Warning" not in latest
+    earlier = tier_summary(path, SEPTEMBER)
+    assert earlier.startswith(f"This run graded month-end {SEPTEMBER}\n")
+    assert f"Warning: month-ends up to {OCTOBER} were graded before {SEPTEMBER}" in earlier

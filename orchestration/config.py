@@ -36,6 +36,23 @@ class ConfigError(ValueError):
     """An environment variable holds a value the pipeline cannot use."""
 
 
+#: Seconds the landing folder must stay unchanged before the sensor asks for a run
+#: (TIERS_SENSOR_SETTLE_SECONDS): a file still being copied changes size or mtime.
+DEFAULT_SETTLE_SECONDS = 60
+
+
+def sensor_settle_seconds(environ: Mapping[str, str] = os.environ) -> float:
+    """``TIERS_SENSOR_SETTLE_SECONDS``, else :data:`DEFAULT_SETTLE_SECONDS`."""
+    text = environ.get("TIERS_SENSOR_SETTLE_SECONDS") or str(DEFAULT_SETTLE_SECONDS)
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"TIERS_SENSOR_SETTLE_SECONDS={text!r} is not a number") from None
+    if value < 0:
+        raise ConfigError(f"TIERS_SENSOR_SETTLE_SECONDS={text!r} must be 0 or more")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     raw_dir: Path  # TIERS_RAW_DIR: the landing folder

@@ -9,7 +9,6 @@ monthly schedule and a sensor on ``TIERS_RAW_DIR`` start ``tiering_job``.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -42,7 +41,7 @@ from orchestration.assets import (
     tier_models,
     warehouse_models,
 )
-from orchestration.config import ConfigError, Settings
+from orchestration.config import Settings, sensor_settle_seconds
 from orchestration.landing import landing_fingerprint
 
 tiering_job = define_asset_job(
@@ -67,25 +66,9 @@ monthly_schedule = ScheduleDefinition(
 )
 
 
-#: Seconds the landing folder must stay unchanged before the sensor asks for a run
-#: (TIERS_SENSOR_SETTLE_SECONDS): a file still being copied changes size or mtime.
-DEFAULT_SETTLE_SECONDS = 60
-
-
-def settle_seconds() -> float:
-    text = os.environ.get("TIERS_SENSOR_SETTLE_SECONDS") or str(DEFAULT_SETTLE_SECONDS)
-    try:
-        value = float(text)
-    except ValueError:
-        raise ConfigError(f"TIERS_SENSOR_SETTLE_SECONDS={text!r} is not a number") from None
-    if value < 0:
-        raise ConfigError(f"TIERS_SENSOR_SETTLE_SECONDS={text!r} must be 0 or more")
-    return value
-
-
 @dataclass(frozen=True)
 class SensorDecision:
-    cursor: str  # JSON: {"published": fingerprint run for, "seen": fingerprint, "since": time}
+    cursor: str  # JSON: {"requested": last run's fingerprint, "seen": fingerprint, "since": t}
     run_for: str | None  # the fingerprint to request a run for, None to wait
     reason: str
 
@@ -127,7 +110,8 @@ def new_raw_files(context: SensorEvaluationContext):
     raw_dir = Settings.from_env().raw_dir
     if not raw_dir.is_dir():
         return SkipReason(f"{raw_dir} is not a folder")
-    decision = decide(context.cursor, landing_fingerprint(raw_dir), time.time(), settle_seconds())
+    fingerprint = landing_fingerprint(raw_dir)
+    decision = decide(context.cursor, fingerprint, time.time(), sensor_settle_seconds())
     context.update_cursor(decision.cursor)
     if decision.run_for is None:
         return SkipReason(decision.reason)

@@ -12,7 +12,7 @@ import time
 import dagster as dg
 import pytest
 
-from orchestration.config import prepare_manifest
+from orchestration.config import ConfigError, prepare_manifest, sensor_settle_seconds
 from tests.conftest import LOAD_DATE, query, run_job
 
 prepare_manifest()  # the definitions read the dbt manifest at import
@@ -123,6 +123,14 @@ def test_the_sensor_waits_until_the_files_stop_changing(tmp_path):
     assert again.run_for is None and again.reason == "no new files"
     # a cursor of the earlier sensor (the bare fingerprint of the last run) still works
     assert decide(settled.run_for, settled.run_for, now=0.0, settle=60).run_for is None
+
+
+def test_the_settle_time_is_a_number_of_seconds():
+    assert sensor_settle_seconds({}) == 60
+    assert sensor_settle_seconds({"TIERS_SENSOR_SETTLE_SECONDS": "0"}) == 0
+    for bad in ("soon", "-5"):
+        with pytest.raises(ConfigError, match="TIERS_SENSOR_SETTLE_SECONDS"):
+            sensor_settle_seconds({"TIERS_SENSOR_SETTLE_SECONDS": bad})
 
 
 def test_a_sensor_run_whose_files_changed_since_lands_nothing(clean_landing, tmp_path):

@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import fcntl
 import json
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,10 +23,16 @@ from typing import Any
 import duckdb
 import yaml
 
-from orchestration.config import ConfigError, Settings, parse_flag, prepare_manifest
+from orchestration.config import (
+    ConfigError,
+    Settings,
+    parse_flag,
+    parse_grade_from,
+    prepare_manifest,
+)
 from orchestration.landing import LandingError
 from orchestration.report import summary, tier_summary
-from orchestration.tiering import resolve_as_of
+from orchestration.tiering import recorded_grading
 
 #: Errors that mean "the input or the configuration is unusable": exit code 2.
 INPUT_ERRORS = {ConfigError.__name__, LandingError.__name__}
@@ -72,8 +79,25 @@ def main(argv: list[str] | None = None) -> int:
         help="grade the month with the last fitted model, scored in SQL, without a refit "
         "(runs scoring_job)",
     )
+    run_parser.add_argument(
+        "--from",
+        dest="grade_from",
+        metavar="YYYY-MM",
+        help="re-grade from this month-end on, through the latest graded (also "
+        "TIERS_GRADE_FROM); by default a run grades the month-ends not graded yet",
+    )
+    run_parser.add_argument(
+        "--backfill",
+        action="store_true",
+        help="re-grade every month-end the marts hold, in order (with --from: from that "
+        "month-end on)",
+    )
     args = parser.parse_args(argv)
     try:
+        if args.backfill or args.grade_from:
+            # read by the tiers resource (orchestration.assets.TiersResource)
+            os.environ["TIERS_GRADE_FROM"] = args.grade_from or "first"
+        parse_grade_from(os.environ.get("TIERS_GRADE_FROM"))
         settings = Settings.from_env()
         config = run_config(args.config, args.accept_grading or parse_flag("TIERS_ACCEPT_GRADING"))
         prepare_manifest()
@@ -142,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2 if kinds & INPUT_ERRORS else 1
     print(summary(settings.warehouse))
     with duckdb.connect(str(settings.warehouse), read_only=True) as con:
-        graded_now = resolve_as_of(con, settings.as_of)
+        graded_now = recorded_grading(con, result.run_id)
     print(tier_summary(settings.warehouse, graded_now))
     return 0
 

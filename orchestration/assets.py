@@ -56,6 +56,7 @@ from orchestration.config import (
     Settings,
     duckdb_memory_limit,
     parse_as_of,
+    parse_grade_from,
 )
 from orchestration.landing import CONTRACT, discover, land, landing_fingerprint, new_load_id
 from orchestration.tiering import (
@@ -66,8 +67,10 @@ from orchestration.tiering import (
     assign_month,
     evaluate_gates,
     fit_month,
+    grading_range,
     record_gates,
-    resolve_as_of,
+    record_grading,
+    recorded_grading,
     table_exists,
     upgrade_tier_tables,
 )
@@ -94,6 +97,10 @@ class TiersResource(ConfigurableResource):
     raw_dir: str = Field(default_factory=lambda: str(Settings.from_env().raw_dir))
     warehouse: str = Field(default_factory=lambda: str(Settings.from_env().warehouse))
     as_of: str | None = Field(default_factory=lambda: os.environ.get("TIERS_AS_OF") or None)
+    # re-grade from this month (YYYY-MM) onward; "first": every month-end (a backfill)
+    grade_from: str | None = Field(
+        default_factory=lambda: os.environ.get("TIERS_GRADE_FROM") or None
+    )
     overrides: str | None = Field(default_factory=lambda: os.environ.get("TIERS_OVERRIDES") or None)
     service_plans: str = Field(default_factory=lambda: str(Settings.from_env().service_plans))
     load_date: str | None = None  # YYYY-MM-DD; default: today
@@ -119,10 +126,17 @@ class TiersResource(ConfigurableResource):
         """The vars dbt's profile reads: the run's build file and DuckDB's memory limit."""
         return {"warehouse": str(self.build(run_id)), "duckdb_memory_limit": self.memory_limit}
 
-    def grading_month(self, run_id: str) -> dt.date:
-        """The month-end this run grades: TIERS_AS_OF, else the latest the marts hold."""
+    def grading_months(self, run_id: str) -> list[dt.date]:
+        """The month-ends this run grades, in order (:func:`tiering.grading_range`),
+        resolved by the run's first grading step and recorded for the steps after it."""
         with duckdb.connect(str(self.build(run_id))) as con:
-            return resolve_as_of(con, self.settings().as_of)
+            months = recorded_grading(con, run_id)
+            if not months:
+                months = grading_range(
+                    con, self.settings().as_of, parse_grade_from(self.grade_from)
+                )
+                record_grading(con, run_id, months)
+            return months
 
 
 #: Run tag of a sensor's run: the landing folder's fingerprint when the run was asked for.
@@ -191,7 +205,7 @@ class DbtVarsConfig(Config):
 
         With the defaults, the dbt calls up to the marts pass the same ``--vars``, so
         the later ones reuse the first one's parse (see :func:`dbt_target_path`); the
-        tier models' call adds ``grading_month`` and parses again.
+        tier models' call adds ``grade_from`` and ``grade_to`` and parses again.
         """
         defaults = type(self)().model_dump()
         return {name: value for name, value in self.model_dump().items() if value != defaults[name]}
@@ -341,11 +355,23 @@ def warehouse_models(
     "month's indicators, warm-started from the last month's, and store it as tables.",
 )
 def tier_model(context: AssetExecutionContext, config: GradingConfig, tiers: TiersResource):
-    as_of = tiers.grading_month(context.run.run_id)
+    months = tiers.grading_months(context.run.run_id)
     with duckdb.connect(str(tiers.build(context.run.run_id))) as con:
-        fit = fit_month(con, as_of, config.model(), orchestrator_run_id=context.run.run_id)
+        # in order: each month's fit is warm-started from the one before it
+        for month in months:
+            fit = fit_month(con, month, config.model(), orchestrator_run_id=context.run.run_id)
+    context.log.info(
+        f"fitted {len(months)} month-end(s), {months[0]} to {months[-1]}; the metadata "
+        f"describes the latest"
+    )
+    as_of = fit.as_of
     quality = fit.model.quality_
-    common = {"as_of_date": str(as_of), "run_id": fit.run_id}
+    common = {
+        "as_of_date": str(as_of),
+        "run_id": fit.run_id,
+        "month_ends_fitted": len(months),
+        "first_month_end_fitted": str(months[0]),
+    }
     metadata = {
         "model_runs": {
             **common,
@@ -385,14 +411,16 @@ def tier_model(context: AssetExecutionContext, config: GradingConfig, tiers: Tie
     "tier, factor scores and drivers. The SQL scorer (tiers.customer_scores) must agree.",
 )
 def customer_assignments(context: AssetExecutionContext, tiers: TiersResource):
-    as_of = tiers.grading_month(context.run.run_id)
+    months = tiers.grading_months(context.run.run_id)
     with duckdb.connect(str(tiers.build(context.run.run_id))) as con:
-        rows = assign_month(con, as_of)
-    sizes = rows.groupby("model_tier").size().rename("customers").to_frame()
+        for month in months:  # one month's rows in memory at a time
+            latest = assign_month(con, month)
+    sizes = latest.groupby("model_tier").size().rename("customers").to_frame()
     return MaterializeResult(
         metadata={
-            "as_of_date": str(as_of),
-            "customers": len(rows),
+            "as_of_date": str(months[-1]),
+            "month_ends_assigned": len(months),
+            "customers": len(latest),
             "model tiers": MetadataValue.md(sizes.to_markdown()),
         }
     )
@@ -410,17 +438,17 @@ def tier_models(
 ):
     """The tiers schema in dbt: SQL scores, history, customer tiers, profiles, migrations."""
     build = tiers.build(context.run.run_id)
-    as_of = tiers.grading_month(context.run.run_id)
+    months = tiers.grading_months(context.run.run_id)
     with duckdb.connect(str(build)) as con:
         if (
             not table_exists(con, "tiers", "model_params")
             or not con.execute(
-                "select count(*) from tiers.model_params where as_of_date <= ?", [as_of]
+                "select count(*) from tiers.model_params where as_of_date <= ?", [months[0]]
             ).fetchall()[0][0]
         ):
             raise Failure(
-                description=f"no tiering model fitted on or before {as_of}: run tiering_job "
-                "(which fits one) before scoring with the last model"
+                description=f"no tiering model fitted on or before {months[0]}: run "
+                "tiering_job (which fits one) before scoring with the last model"
             )
         upgraded = upgrade_tier_tables(con, json.loads(dbt_project.manifest_path.read_text()))
     if upgraded:
@@ -430,7 +458,8 @@ def tier_models(
         )
     variables = {
         **tiers.dbt_vars(context.run.run_id),
-        "grading_month": as_of.isoformat(),
+        "grade_from": months[0].isoformat(),
+        "grade_to": months[-1].isoformat(),
         **config.dbt_vars(),
     }
     args = dbt_args("build", tiers.day_of_load(), dbt_vars=variables)
@@ -462,54 +491,96 @@ def tier_models(
     "the run before the publish unless the operator accepts the grading.",
 )
 def grading_gates(context, config: GateConfig, tiers: TiersResource):
-    as_of = tiers.grading_month(context.run.run_id)
+    months = tiers.grading_months(context.run.run_id)
     gates = config.settings()
+    judged: dict[dt.date, list[GateResult]] = {}
     with duckdb.connect(str(tiers.build(context.run.run_id))) as con:
-        run_id, results = evaluate_gates(con, as_of, gates)
-        failed = [gate.name for gate in results if not gate.passed]
-        accepted = bool(failed) and gates.accept
-        (fitted,) = con.execute(
-            "select count(*) from tiers.model_runs where run_id = ? and as_of_date = ?",
-            [run_id, as_of],
-        ).fetchall()[0]
-        if fitted:  # a month scored with an earlier month's model leaves that fit's row alone
-            record_gates(con, run_id, failed, accepted)
-    blocked = bool(failed) and not accepted
-    for gate in results:
-        yield _gate_check(gate, blocked)
-    for gate in results if accepted else ():
-        if not gate.passed:
-            context.log.warning(f"gate failed, accepted by the operator: {gate.describe()}")
+        for month in months:
+            run_id, results = evaluate_gates(con, month, gates)
+            failed = [gate.name for gate in results if not gate.passed]
+            (fitted,) = con.execute(
+                "select count(*) from tiers.model_runs where run_id = ? and as_of_date = ?",
+                [run_id, month],
+            ).fetchall()[0]
+            if fitted:  # a month scored with an earlier month's model leaves that fit's row
+                record_gates(con, run_id, failed, bool(failed) and gates.accept)
+            judged[month] = results
+    # the latest month-end is the one published as the customers' tiers: its gates
+    # block; an earlier month-end's failures are recorded and warned of
+    latest = months[-1]
+    failures = {
+        month: [gate for gate in results if not gate.passed]
+        for month, results in judged.items()
+        if not all(gate.passed for gate in results)
+    }
+    blocked = latest in failures and not gates.accept
+    for index in range(len(GATES)):
+        failing = [month for month in months if not judged[month][index].passed]
+        # the latest month-end's result, unless only an earlier one failed
+        shown = failing[0] if failing and latest not in failing else latest
+        gate = judged[shown][index]
+        severity = (
+            AssetCheckSeverity.ERROR
+            if gate.passed or (shown == latest and blocked)
+            else AssetCheckSeverity.WARN
+        )
+        yield _gate_check(gate, shown, failing, severity, accepted=gates.accept)
+    for month, failed in failures.items():
+        if month == latest and not gates.accept:
+            continue
+        how = "accepted by the operator" if month == latest else "an earlier month-end, recorded"
+        for gate in failed:
+            context.log.warning(f"gate failed in {month} ({how}): {gate.describe()}")
     if blocked:
+        earlier = [month for month in failures if month != latest]
         raise Failure(
-            description=gate_failure_message(as_of, [g for g in results if not g.passed]),
-            metadata={"gates failed": ",".join(failed)},
+            description=gate_failure_message(latest, failures[latest], earlier),
+            metadata={"gates failed": ",".join(gate.name for gate in failures[latest])},
         )
 
 
-def gate_failure_message(as_of: dt.date, failed: list[GateResult]) -> str:
-    """Why a grading is not published: each failed gate with its value and threshold."""
+def gate_failure_message(
+    as_of: dt.date, failed: list[GateResult], earlier: list[dt.date] = ()
+) -> str:
+    """Why a grading is not published: each failed gate of the latest graded month-end
+    with its value and threshold (and the earlier month-ends that failed one)."""
     return (
         f"The grading of {as_of} failed {len(failed)} gate(s): "
         + "; ".join(gate.describe() for gate in failed)
+        + (
+            f" (earlier month-ends graded in this run failed gates too: "
+            f"{', '.join(str(month) for month in earlier)}; see tiers.model_runs)"
+            if earlier
+            else ""
+        )
         + ". To publish it anyway, accept it: run config accept_gates: true under "
         "ops: grading_gates (python -m orchestration run --accept-grading)."
     )
 
 
-def _gate_check(gate: GateResult, blocked: bool) -> AssetCheckResult:
+def _gate_check(
+    gate: GateResult,
+    month: dt.date,
+    failed_months: list[dt.date],
+    severity: AssetCheckSeverity,
+    accepted: bool,
+) -> AssetCheckResult:
+    """One gate's check over the month-ends graded: passed when it passed in every one;
+    ``gate`` is its result in ``month``. Only an ERROR failure blocks the publish."""
     return AssetCheckResult(
         asset_key=AssetKey(["tiers", "customer_tiers"]),
         check_name=gate.name,
-        passed=gate.passed,
-        # an accepted failure does not block: a warning
-        severity=AssetCheckSeverity.ERROR if blocked or gate.passed else AssetCheckSeverity.WARN,
-        description=gate.describe(),
+        passed=not failed_months,
+        severity=severity,
+        description=f"{month}: {gate.describe()}"
+        + (f" (failed in {', '.join(map(str, failed_months))})" if failed_months else ""),
         metadata={
             "value": gate.value,
             "threshold": gate.threshold,
             "rule": gate.rule,
-            "accepted_by_operator": not gate.passed and not blocked,
+            "as_of_date": str(month),
+            "month_ends_failed": ",".join(str(m) for m in failed_months),
+            "accepted_by_operator": bool(failed_months) and accepted,
             **gate.metadata,
         },
     )

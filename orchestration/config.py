@@ -109,6 +109,28 @@ def parse_as_of(text: str | None) -> dt.date | None:
     return day
 
 
+def parse_grade_from(text: str | None) -> dt.date | str | None:
+    """Parse TIERS_GRADE_FROM (``run --from``): the month-end to re-grade from, as
+    ``YYYY-MM`` or a month-end ``YYYY-MM-DD``; ``first`` for the first month-end the
+    marts hold (``run --backfill``)."""
+    if text is None or not text.strip():
+        return None
+    text = text.strip()
+    if text.lower() == "first":
+        return "first"
+    try:
+        month = dt.datetime.strptime(text, "%Y-%m").date()
+    except ValueError:
+        try:
+            return parse_as_of(text)
+        except ConfigError:
+            raise ConfigError(
+                f"TIERS_GRADE_FROM={text!r} is not a month (YYYY-MM), a month-end date "
+                "(YYYY-MM-DD) or 'first'"
+            ) from None
+    return month.replace(day=calendar.monthrange(month.year, month.month)[1])
+
+
 def prepare_manifest() -> Path:
     """``dbt parse`` when the manifest is missing or older than the dbt project's files.
 

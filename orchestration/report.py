@@ -43,11 +43,10 @@ def summary(warehouse: Path) -> str:
     return "\n".join(lines)
 
 
-def tier_summary(warehouse: Path, graded_now: dt.date | None = None) -> str:
+def tier_summary(warehouse: Path, graded_now: list[dt.date] | None = None) -> str:
     """The latest grading in the published warehouse: tier sizes and model quality.
 
-    ``graded_now``: the month-end the run graded; named first, with a warning when
-    later month-ends were graded before it (their tiers were not re-graded).
+    ``graded_now``: the month-ends the run graded (``tiers.grading_runs``), named first.
     """
     with duckdb.connect(str(warehouse), read_only=True) as con:
         sizes = con.execute("""select tier, count(*), count(*) filter (where is_override)
@@ -58,19 +57,29 @@ def tier_summary(warehouse: Path, graded_now: dt.date | None = None) -> str:
                    accepted_by_operator
             from tiers.model_runs
             where run_id = (select max(run_id) from tiers.customer_tiers)""").fetchall()[0]
+        earlier_failed = (
+            con.execute(
+                """select as_of_date, gates_failed from tiers.model_runs
+                   where as_of_date in (select unnest($1::date[])) and as_of_date < $2
+                       and gates_failed <> ''
+                   order by as_of_date""",
+                [graded_now, graded_now[-1]],
+            ).fetchall()
+            if graded_now
+            else []
+        )
         held, graded = con.execute("""select count(*) filter (where hysteresis_tier <> model_tier),
                                         max(as_of_date)
                                  from tiers.customer_tiers""").fetchall()[0]
     total = sum(n for _, n, _ in sizes) or 1
     lines = []
-    if graded_now is not None:
-        lines.append(f"This run graded month-end {graded_now}")
-        if graded is not None and graded_now < graded:
-            lines.append(
-                f"Warning: month-ends up to {graded} were graded before {graded_now}; their "
-                "tiers were not re-graded and still follow the earlier grading: run again "
-                f"with TIERS_AS_OF set to each later month-end, in order, up to {graded}"
-            )
+    if graded_now:
+        lines.append(
+            f"This run graded month-end {graded_now[0]}"
+            if len(graded_now) == 1
+            else f"This run graded {len(graded_now)} month-ends, {graded_now[0]} to "
+            f"{graded_now[-1]}, in order"
+        )
     lines += [
         f"Tiers as of {graded} (model {run_id} fitted on {as_of}; KMO {kmo:.2f}, "
         f"{factors} factors, k = {k}, silhouette {silhouette:.2f})",
@@ -78,6 +87,13 @@ def tier_summary(warehouse: Path, graded_now: dt.date | None = None) -> str:
     ]
     lines += [f"{t:<12}{n:>11,}{n / total:>8.1%}{o:>11,}" for t, n, o in sizes]
     lines.append(f"Held in their published tier by hysteresis: {held:,}")
+    if earlier_failed:
+        lines.append(
+            f"Gates failed in {len(earlier_failed)} earlier month-end(s) graded now (only the "
+            "latest blocks; tiers.model_runs.gates_failed): "
+            + ", ".join(f"{month} {failed}" for month, failed in earlier_failed[:5])
+            + (", ..." if len(earlier_failed) > 5 else "")
+        )
     if gates_failed and accepted:
         lines.append(f"Gates failed and accepted by the operator: {gates_failed}")
     lines.append("Details: tiers.customer_tiers, tiers.tier_profiles, tiers.model_runs")

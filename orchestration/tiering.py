@@ -82,12 +82,23 @@ ASSIGNMENT_COLUMNS = (
 )
 
 
-# ------------------------------------------------------------------ the month
+# ------------------------------------------------------------------ the months
 
 
 def graded_months(con: duckdb.DuckDBPyConnection) -> list[dt.date]:
+    """The month-ends ``marts.customer_indicators`` holds, in order."""
     rows = con.execute(
         "select distinct as_of_date from marts.customer_indicators order by 1"
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def history_months(con: duckdb.DuckDBPyConnection) -> list[dt.date]:
+    """The month-ends ``tiers.customer_tier_history`` holds, in order (none before a grading)."""
+    if not table_exists(con, "tiers", "customer_tier_history"):
+        return []
+    rows = con.execute(
+        "select distinct as_of_date from tiers.customer_tier_history order by 1"
     ).fetchall()
     return [r[0] for r in rows]
 
@@ -106,6 +117,85 @@ def resolve_as_of(con: duckdb.DuckDBPyConnection, as_of: dt.date | None) -> dt.d
             f"TIERS_AS_OF={as_of} is not a month-end the data covers ({months[0]} to {months[-1]})"
         )
     return as_of
+
+
+#: ``grade_from`` meaning the first month-end the marts hold (``run --backfill``).
+FIRST_MONTH = "first"
+
+
+def grading_range(
+    con: duckdb.DuckDBPyConnection,
+    as_of: dt.date | None = None,
+    grade_from: dt.date | str | None = None,
+) -> list[dt.date]:
+    """The month-ends a run grades, in order, so that the history always equals what
+    grading every month-end one by one, in order, gives.
+
+    - It ends at ``as_of`` (default: the latest month-end the marts hold), or at the
+      latest month-end already graded when that is later: re-grading a month
+      re-grades every month after it.
+    - It starts at ``grade_from`` (a month-end the marts hold, or
+      :data:`FIRST_MONTH`); by default at the first month-end up to the end not yet
+      graded (a new warehouse: the first month-end of all), else at ``as_of``
+      (nothing new: the latest month-end is graded again).
+    """
+    months = graded_months(con)
+    upper = resolve_as_of(con, as_of)
+    graded = set(history_months(con)) & set(months)
+    end = max([upper, *graded])
+    if grade_from == FIRST_MONTH:
+        start = months[0]
+    elif grade_from is not None:
+        if grade_from not in months:
+            raise ConfigError(
+                f"TIERS_GRADE_FROM={grade_from} is not a month-end the data covers "
+                f"({months[0]} to {months[-1]})"
+            )
+        if grade_from > upper:
+            raise ConfigError(f"TIERS_GRADE_FROM={grade_from} is after TIERS_AS_OF={upper}")
+        start = grade_from
+    else:
+        start = next((m for m in months if m <= upper and m not in graded), upper)
+    return [m for m in months if start <= m <= end]
+
+
+def record_grading(
+    con: duckdb.DuckDBPyConnection, orchestrator_run_id: str, months: list[dt.date]
+) -> None:
+    """Write the month-ends an orchestrator run grades to ``tiers.grading_runs`` (one row
+    each), so every step of the run grades the same ones and the summary can name them."""
+    rows = pd.DataFrame(
+        {
+            "orchestrator_run_id": pd.Series([orchestrator_run_id] * len(months), dtype="str"),
+            "as_of_date": pd.Series(months, dtype="date32[pyarrow]"),
+            "recorded_at": pd.Timestamp(dt.datetime.now(dt.UTC)),
+        }
+    )
+    con.execute("create schema if not exists tiers").fetchall()
+    con.register("_rows", rows)
+    try:
+        if not table_exists(con, "tiers", "grading_runs"):
+            _run(con, "create table tiers.grading_runs as select * from _rows")
+        else:
+            _run(
+                con,
+                "delete from tiers.grading_runs where orchestrator_run_id = ?",
+                [orchestrator_run_id],
+            )
+            _run(con, "insert into tiers.grading_runs by name select * from _rows")
+    finally:
+        con.unregister("_rows")
+
+
+def recorded_grading(con: duckdb.DuckDBPyConnection, orchestrator_run_id: str) -> list[dt.date]:
+    """The month-ends :func:`record_grading` wrote for the run, in order (none if it did not)."""
+    if not table_exists(con, "tiers", "grading_runs"):
+        return []
+    rows = con.execute(
+        "select as_of_date from tiers.grading_runs where orchestrator_run_id = ? order by 1",
+        [orchestrator_run_id],
+    ).fetchall()
+    return [r[0] for r in rows]
 
 
 def read_indicators(con: duckdb.DuckDBPyConnection, as_of: dt.date) -> pd.DataFrame:
@@ -518,13 +608,13 @@ def evaluate_gates(
         r[0]
         for r in con.execute(
             """select coalesce(count(scores.customer_id), 0)
-                      / (select count(*) from tiers.customer_scores)
+                      / (select count(*) from tiers.customer_scores where as_of_date = $2)
                from tiers.model_segments as segments
                left join tiers.customer_scores as scores
-                   on scores.segment = segments.segment
-               where segments.run_id = ? and segments.source = 'kmeans'
+                   on scores.segment = segments.segment and scores.as_of_date = $2
+               where segments.run_id = $1 and segments.source = 'kmeans'
                group by segments.segment""",
-            [run_id],
+            [run_id, as_of],
         ).fetchall()
     ]
     smallest = float(min(shares)) if shares else float("nan")

@@ -41,28 +41,40 @@
     case when {{ expression }} - {{ expression }} = 0 then {{ expression }} end
 {%- endmacro %}
 
-{#- The model that scores the grading month: the fit with the latest as_of_date
-    on or before it (one row: model_run_id, model_as_of_date). The writer keeps
-    one fit per month-end; should a month-end hold two, the greater run_id wins
-    so the choice is at least deterministic. -#}
-{% macro scoring_model() -%}
-    select model_run_id, model_as_of_date
+{#- The model that scores each graded month-end: the fit with the latest
+    as_of_date on or before it (one row per graded month-end: as_of_date,
+    model_run_id, model_as_of_date). The writer keeps one fit per month-end;
+    should a month-end hold two, the greater run_id wins so the choice is at
+    least deterministic. -#}
+{% macro scoring_models() -%}
+    select as_of_date, model_run_id, model_as_of_date
     from (
         select
-            run_id as model_run_id,
-            as_of_date as model_as_of_date,
-            row_number() over (order by as_of_date desc, run_id desc) as recency_order
+            graded.as_of_date,
+            fits.run_id as model_run_id,
+            fits.as_of_date as model_as_of_date,
+            row_number() over (
+                partition by graded.as_of_date
+                order by fits.as_of_date desc, fits.run_id desc
+            ) as recency_order
         from (
+            select distinct as_of_date
+            from {{ ref('customer_indicators') }}
+            where {{ is_graded('as_of_date') }}
+        ) as graded
+        inner join (
             select distinct run_id, as_of_date
             from {{ source('tiers', 'model_params') }}
-            where as_of_date <= {{ grading_month() }}
         ) as fits
+            on fits.as_of_date <= graded.as_of_date
     ) as ranked
     where recency_order = 1
 {%- endmacro %}
 
-{#- `from` one model table, restricted to the scoring model's rows; the query
-    must have the CTE `scoring_model` ({{ scoring_model() }}). -#}
+{#- `from` one model table, restricted to the rows of the models that score the
+    graded month-ends, one copy per month-end it scores (`scoring_model.as_of_date`
+    is the graded month-end); the query must have the CTE `scoring_model`
+    ({{ scoring_models() }}). -#}
 {% macro from_scoring_model(table) -%}
     from {{ source('tiers', table) }} as {{ table }}
     inner join scoring_model

@@ -1,22 +1,23 @@
--- Every customer's factor scores for the grading month, from the model tables
--- of the latest fit on or before it: the SQL replay of
+-- Every customer's factor scores for each graded month-end, from the model
+-- tables of the latest fit on or before that month-end: the SQL replay of
 -- ml.TieringModel.transform (IndicatorPreprocessor, then FactorAnalyzer). One
 -- row per customer and factor, dormant-rule customers included.
 
 with
 
 scoring_model as (
-    {{ scoring_model() }}
+    {{ scoring_models() }}
 ),
 
 customers as (
     select *
     from {{ ref('customer_indicators') }}
-    where as_of_date = {{ grading_month() }}
+    where {{ is_graded('as_of_date') }}
 ),
 
 model_indicators as (
     select
+        scoring_model.as_of_date,
         model_indicators.indicator,
         model_indicators.transform,
         model_indicators.impute_value,
@@ -29,6 +30,7 @@ model_indicators as (
 
 model_loadings as (
     select
+        scoring_model.as_of_date,
         model_loadings.indicator,
         model_loadings.factor,
         model_loadings.score_coefficient
@@ -40,12 +42,19 @@ customer_indicator_values as (
     select
         customers.customer_id,
         customers.as_of_date,
-        model_indicators.*,
+        model_indicators.indicator,
+        model_indicators.transform,
+        model_indicators.impute_value,
+        model_indicators.clip_lower,
+        model_indicators.clip_upper,
+        model_indicators.mean,
+        model_indicators.std,
         {{ is_scoring_indicator('model_indicators.indicator') }} as is_readable,
         {{ finite_or_null(indicator_value('customers', 'model_indicators.indicator')) }}
             as raw_value
     from customers
-    cross join model_indicators
+    inner join model_indicators
+        on customers.as_of_date = model_indicators.as_of_date
 ),
 
 -- a missing value is the training median; an indicator this SQL cannot read
@@ -95,7 +104,8 @@ final as (
         ) as score
     from prepared
     inner join model_loadings
-        on prepared.indicator = model_loadings.indicator
+        on prepared.as_of_date = model_loadings.as_of_date
+        and prepared.indicator = model_loadings.indicator
     group by prepared.customer_id, prepared.as_of_date, model_loadings.factor
 )
 

@@ -1,18 +1,18 @@
--- Every customer's segment and model tier for the grading month, from the
--- model tables of the latest fit on or before it: the SQL replay of
+-- Every customer's segment and model tier for each graded month-end, from the
+-- model tables of the latest fit on or before that month-end: the SQL replay of
 -- ml.TieringModel.assign (dormant rule, then the nearest centroid, then the
 -- naming map). Agrees with Python for every customer (tests/test_sql_scoring.py).
 
 with
 
 scoring_model as (
-    {{ scoring_model() }}
+    {{ scoring_models() }}
 ),
 
 customers as (
     select customer_id, as_of_date, recency_days, tenure_months
     from {{ ref('customer_indicators') }}
-    where as_of_date = {{ grading_month() }}
+    where {{ is_graded('as_of_date') }}
 ),
 
 factor_scores as (
@@ -22,6 +22,7 @@ factor_scores as (
 -- the dormant rule's thresholds, JSON text ('null' turns the rule off)
 dormant_rule as (
     select
+        scoring_model.as_of_date,
         cast(max(
             case
                 when
@@ -39,20 +40,29 @@ dormant_rule as (
             end
         ) as double) as min_tenure_months
     {{ from_scoring_model('model_params') }}
+    group by scoring_model.as_of_date
 ),
 
 model_factors as (
-    select model_factors.factor, model_factors.cluster_weight
+    select scoring_model.as_of_date, model_factors.factor, model_factors.cluster_weight
     {{ from_scoring_model('model_factors') }}
 ),
 
 model_centroids as (
-    select model_centroids.segment, model_centroids.factor, model_centroids.centroid
+    select
+        scoring_model.as_of_date,
+        model_centroids.segment,
+        model_centroids.factor,
+        model_centroids.centroid
     {{ from_scoring_model('model_centroids') }}
 ),
 
 model_segments as (
-    select model_segments.segment, model_segments.tier, model_segments.tier_rank
+    select
+        scoring_model.as_of_date,
+        model_segments.segment,
+        model_segments.tier,
+        model_segments.tier_rank
     {{ from_scoring_model('model_segments') }}
 ),
 
@@ -62,6 +72,7 @@ model_segments as (
 dormant as (
     select
         customers.customer_id,
+        customers.as_of_date,
         coalesce(
             dormant_rule.min_recency_days is not null
             and {{ finite_or_null('cast(customers.recency_days as double)') }}
@@ -74,7 +85,7 @@ dormant as (
             false
         ) as is_dormant
     from customers
-    cross join dormant_rule
+    inner join dormant_rule on customers.as_of_date = dormant_rule.as_of_date
 ),
 
 -- squared distance in the space K-means fitted in: each factor scaled by the
@@ -83,36 +94,41 @@ dormant as (
 centroid_differences as (
     select
         factor_scores.customer_id,
+        factor_scores.as_of_date,
         model_centroids.segment,
         factor_scores.score * sqrt(model_factors.cluster_weight)
         - model_centroids.centroid * sqrt(model_factors.cluster_weight) as difference
     from factor_scores
     inner join model_factors
-        on factor_scores.factor = model_factors.factor
+        on factor_scores.as_of_date = model_factors.as_of_date
+        and factor_scores.factor = model_factors.factor
     inner join model_centroids
-        on factor_scores.factor = model_centroids.factor
+        on factor_scores.as_of_date = model_centroids.as_of_date
+        and factor_scores.factor = model_centroids.factor
 ),
 
 centroid_distances as (
     select
         customer_id,
+        as_of_date,
         segment,
         sum(difference * difference) as squared_distance
     from centroid_differences
-    group by customer_id, segment
+    group by customer_id, as_of_date, segment
 ),
 
 -- the nearest centroid; on a tie the lowest segment id, as numpy's argmin over
 -- the segments of a model loaded from its tables (ordered by id)
 nearest_centroids as (
-    select customer_id, segment, squared_distance
+    select customer_id, as_of_date, segment, squared_distance
     from (
         select
             customer_id,
+            as_of_date,
             segment,
             squared_distance,
             row_number() over (
-                partition by customer_id order by squared_distance, segment
+                partition by customer_id, as_of_date order by squared_distance, segment
             ) as distance_order
         from centroid_distances
     ) as ranked
@@ -130,8 +146,10 @@ segments as (
     from customers
     inner join dormant
         on customers.customer_id = dormant.customer_id
+        and customers.as_of_date = dormant.as_of_date
     left join nearest_centroids
         on customers.customer_id = nearest_centroids.customer_id
+        and customers.as_of_date = nearest_centroids.as_of_date
 ),
 
 final as (
@@ -152,9 +170,11 @@ final as (
         ) as tier_rank,
         cast(segments.centroid_distance as double) as centroid_distance
     from segments
-    cross join scoring_model
+    inner join scoring_model
+        on segments.as_of_date = scoring_model.as_of_date
     left join model_segments
-        on segments.segment = model_segments.segment
+        on segments.as_of_date = model_segments.as_of_date
+        and segments.segment = model_segments.segment
 )
 
 select * from final

@@ -1,20 +1,23 @@
--- One row per line of the tier overrides file for the graded month-end, applied
--- or not, with every reason a line is not applied. customer_tier_history applies
+-- One row per line of the tier overrides file and graded month-end, applied or
+-- not, with every reason a line is not applied. customer_tier_history applies
 -- the rows `where applied`. Incremental by month-end: a run replaces the rows of
--- the month it grades (all of them, also when the file has no line left).
+-- the month-ends it grades (all of them, also when the file has no line left).
 {{ config(
     materialized='incremental',
     incremental_strategy='delete+insert',
     unique_key='as_of_date',
     on_schema_change='fail',
-    pre_hook="{% if is_incremental() %}delete from {{ this }} where as_of_date = "
-        ~ "{{ grading_month() }}{% else %}select 'a full build: nothing to replace'{% endif %}",
+    pre_hook="{% if is_incremental() %}delete from {{ this }} where "
+        ~ "{{ is_graded('as_of_date') }}"
+        ~ "{% else %}select 'a full build: nothing to replace'{% endif %}",
 ) }}
 
 with
 
 grading as (
-    select {{ grading_month() }} as as_of_date
+    select distinct as_of_date
+    from {{ ref('customer_indicators') }}
+    where {{ is_graded('as_of_date') }}
 ),
 
 overrides as (
@@ -22,9 +25,8 @@ overrides as (
 ),
 
 graded_customers as (
-    select scores.customer_id, scores.model_tier
-    from {{ ref('customer_scores') }} as scores
-    inner join grading on scores.as_of_date = grading.as_of_date
+    select customer_id, as_of_date, model_tier
+    from {{ ref('customer_scores') }}
 ),
 
 -- In force this month: a customer_id, and not expired (a valid_until that is
@@ -49,11 +51,12 @@ in_force as (
 repeated_customers as (
     select
         customer_id,
+        as_of_date,
         -- DuckDB's ordered string_agg (Spark: array_join(array_sort(collect_list(...))))
         string_agg(cast(source_line as varchar), ', ' order by source_line) as source_lines
     from in_force
     where is_in_force
-    group by customer_id
+    group by customer_id, as_of_date
     having count(*) > 1
 ),
 
@@ -80,8 +83,10 @@ judged as (
     from in_force
     left join repeated_customers
         on in_force.customer_id = repeated_customers.customer_id
+        and in_force.as_of_date = repeated_customers.as_of_date
     left join graded_customers
         on in_force.customer_id = graded_customers.customer_id
+        and in_force.as_of_date = graded_customers.as_of_date
 ),
 
 final as (

@@ -1,7 +1,7 @@
 -- Customers moving between published tiers from the previous graded month-end of
--- the history to the graded one: one row per (from_tier, to_tier) pair with
--- customers; `new` customers were not graded the month before, `gone` ones are not
--- graded now. Incremental by month-end.
+-- the history to each graded one: one row per month-end and (from_tier, to_tier)
+-- pair with customers; `new` customers were not graded the month before, `gone`
+-- ones are not graded now. Incremental by month-end.
 {{ config(
     materialized='incremental',
     incremental_strategy='delete+insert',
@@ -15,35 +15,48 @@ history as (
     select customer_id, as_of_date, tier from {{ ref('customer_tier_history') }}
 ),
 
-previous_month as (
-    select max(as_of_date) as as_of_date
-    from history
-    where as_of_date < {{ grading_month() }}
+-- each graded month-end and the month-end of the history before it (null for the
+-- first)
+month_pairs as (
+    select
+        as_of_date,
+        lag(as_of_date) over (order by as_of_date) as from_as_of_date
+    from (select distinct as_of_date from history) as months
+),
+
+graded_pairs as (
+    select as_of_date, from_as_of_date
+    from month_pairs
+    where {{ is_graded('as_of_date') }}
 ),
 
 before as (
-    select history.customer_id, history.tier
-    from history
-    inner join previous_month on history.as_of_date = previous_month.as_of_date
+    select graded_pairs.as_of_date, history.customer_id, history.tier
+    from graded_pairs
+    inner join history on graded_pairs.from_as_of_date = history.as_of_date
 ),
 
 after as (
-    select customer_id, tier from history
-    where as_of_date = {{ grading_month() }}
+    select history.as_of_date, history.customer_id, history.tier
+    from graded_pairs
+    inner join history on graded_pairs.as_of_date = history.as_of_date
 ),
 
 paired as (
     select
+        coalesce(after.as_of_date, before.as_of_date) as as_of_date,
         coalesce(before.tier, 'new') as from_tier,
         coalesce(after.tier, 'gone') as to_tier
     from before
-    full outer join after on before.customer_id = after.customer_id
+    full outer join after
+        on before.as_of_date = after.as_of_date
+        and before.customer_id = after.customer_id
 ),
 
 counted as (
-    select from_tier, to_tier, count(*) as customers
+    select as_of_date, from_tier, to_tier, count(*) as customers
     from paired
-    group by from_tier, to_tier
+    group by as_of_date, from_tier, to_tier
 ),
 
 plans as (
@@ -52,8 +65,8 @@ plans as (
 
 final as (
     select
-        (select as_of_date from previous_month) as from_as_of_date,
-        {{ grading_month() }} as as_of_date,
+        graded_pairs.from_as_of_date,
+        counted.as_of_date,
         counted.from_tier,
         counted.to_tier,
         case
@@ -65,6 +78,7 @@ final as (
         end as movement,
         cast(counted.customers as bigint) as customers
     from counted
+    inner join graded_pairs on counted.as_of_date = graded_pairs.as_of_date
     left join plans as from_plan on counted.from_tier = from_plan.tier
     left join plans as to_plan on counted.to_tier = to_plan.tier
 )

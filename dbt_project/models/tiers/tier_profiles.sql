@@ -15,13 +15,13 @@ with
 tiers as (
     select customer_id, as_of_date, tier
     from {{ ref('customer_tier_history') }}
-    where as_of_date = {{ grading_month() }}
+    where {{ is_graded('as_of_date') }}
 ),
 
 indicators as (
     select *
     from {{ ref('customer_indicators') }}
-    where as_of_date = {{ grading_month() }}
+    where {{ is_graded('as_of_date') }}
 ),
 
 plans as (
@@ -30,6 +30,7 @@ plans as (
 
 graded as (
     select
+        tiers.as_of_date,
         tiers.tier,
         {%- for column in indicators %}
         indicators.{{ column }},
@@ -39,11 +40,14 @@ graded as (
         coalesce(indicators.commission_contribution, 0)
         + coalesce(indicators.interest_contribution, 0) as revenue
     from tiers
-    inner join indicators on tiers.customer_id = indicators.customer_id
+    inner join indicators
+        on tiers.customer_id = indicators.customer_id
+        and tiers.as_of_date = indicators.as_of_date
 ),
 
 by_tier as (
     select
+        as_of_date,
         tier,
         count(*) as customers,
         {%- for column in indicators %}
@@ -52,16 +56,24 @@ by_tier as (
         sum(revenue) as revenue,
         sum(avg_assets) as total_avg_assets
     from graded
-    group by tier
+    group by as_of_date, tier
+),
+
+-- every graded month-end, one without a graded customer included
+months as (
+    select distinct as_of_date from indicators
 ),
 
 totals as (
-    select count(*) as customers, sum(revenue) as revenue from graded
+    select months.as_of_date, count(graded.as_of_date) as customers, sum(graded.revenue) as revenue
+    from months
+    left join graded on months.as_of_date = graded.as_of_date
+    group by months.as_of_date
 ),
 
 final as (
     select
-        {{ grading_month() }} as as_of_date,
+        totals.as_of_date,
         plans.tier,
         cast(plans.tier_rank as bigint) as tier_rank,
         cast(coalesce(by_tier.customers, 0) as bigint) as customers,
@@ -75,7 +87,9 @@ final as (
         cast(coalesce(by_tier.total_avg_assets, 0) as double) as total_avg_assets
     from plans
     cross join totals
-    left join by_tier on plans.tier = by_tier.tier
+    left join by_tier
+        on totals.as_of_date = by_tier.as_of_date
+        and plans.tier = by_tier.tier
 )
 
 select * from final

@@ -1,4 +1,4 @@
--- When Python fitted the graded month's model, its assignment and the SQL
+-- In each graded month whose model Python fitted, its assignment and the SQL
 -- scorer's agree for every customer: same customers, segments and model tiers,
 -- factor scores within 1e-9 (relative to their size). A month scored with an
 -- earlier month's model has no Python assignment to compare with.
@@ -20,23 +20,25 @@ scores as (
 ),
 
 used_models as (
-    select distinct model_run_id from scores
+    select distinct as_of_date, model_run_id from scores
 ),
 
 assignments as (
     select python.*
     from {{ source('tiers', 'customer_assignments') }} as python
-    inner join used_models on python.run_id = used_models.model_run_id
-    where python.as_of_date = {{ grading_month() }}
+    inner join used_models
+        on python.as_of_date = used_models.as_of_date
+        and python.run_id = used_models.model_run_id
 ),
 
 -- Python assigns the months it fits; a month scored with an earlier month's
 -- model has no Python assignment to compare with
 python_assigned as (
-    select count(*) > 0 as any_row
+    select distinct used_models.as_of_date
     from {{ source('tiers', 'model_runs') }} as model_runs
-    inner join used_models on model_runs.run_id = used_models.model_run_id
-    where model_runs.as_of_date = {{ grading_month() }}
+    inner join used_models
+        on model_runs.as_of_date = used_models.as_of_date
+        and model_runs.run_id = used_models.model_run_id
 ),
 
 disagreements as (
@@ -47,15 +49,16 @@ disagreements as (
         scores.model_tier as sql_model_tier,
         assignments.model_tier as python_model_tier
     from scores
-    full outer join assignments on scores.customer_id = assignments.customer_id
-    cross join python_assigned
-    where python_assigned.any_row
-        and (
-            scores.customer_id is null
-            or assignments.customer_id is null
-            or scores.segment <> assignments.segment
-            or scores.model_tier <> assignments.model_tier
-        )
+    full outer join assignments
+        on scores.customer_id = assignments.customer_id
+        and scores.as_of_date = assignments.as_of_date
+    inner join python_assigned
+        on coalesce(scores.as_of_date, assignments.as_of_date) = python_assigned.as_of_date
+    where
+        scores.customer_id is null
+        or assignments.customer_id is null
+        or scores.segment <> assignments.segment
+        or scores.model_tier <> assignments.model_tier
 ),
 
 factor_disagreements as (
@@ -66,7 +69,9 @@ factor_disagreements as (
         cast(null as varchar) as sql_model_tier,
         cast(null as varchar) as python_model_tier
     from {{ ref('customer_factor_scores') }} as factor_scores
-    inner join assignments on factor_scores.customer_id = assignments.customer_id
+    inner join assignments
+        on factor_scores.customer_id = assignments.customer_id
+        and factor_scores.as_of_date = assignments.as_of_date
     where not coalesce(abs(
             factor_scores.score
             - {% if factor_columns %}case factor_scores.factor

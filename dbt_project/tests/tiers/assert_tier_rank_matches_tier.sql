@@ -3,7 +3,7 @@
 select history.customer_id, history.as_of_date, history.tier, history.tier_rank
 from {{ ref('customer_tier_history') }} as history
 left join {{ ref('service_plans') }} as plans on history.tier = plans.tier
-where history.as_of_date = {{ grading_month() }}
+where {{ is_graded('history.as_of_date') }}
     and (
         plans.tier is null
         or history.tier_rank <> plans.tier_rank

@@ -23,6 +23,13 @@ def summary(warehouse: Path) -> str:
                    count(*) filter (where as_of_date = (select max(as_of_date)
                                                         from marts.customer_indicators))
             from marts.customer_indicators""").fetchall()[0]
+        # month-ends an earlier load built that this one changed (late or corrected rows)
+        late = con.execute("""
+            select months.as_of_date from audit.load_months as months
+            where months.load_id = (select max(load_id) from audit.load_reconciliation)
+                and months.is_changed and not months.is_new
+                and months.as_of_date <= (select max(as_of_date) from marts.customer_indicators)
+            order by 1""").fetchall()
     lines = [
         f"Warehouse {warehouse} (load {counts[0][5] if counts else '-'})",
         f"{'table':<12}{'files':>6}{'raw rows':>13}{'accepted':>13}{'quarantined':>13}",
@@ -39,6 +46,12 @@ def summary(warehouse: Path) -> str:
         lines.append(
             f"Indicators: {month_ends} month-ends up to {latest}, "
             f"{graded:,} customers as of {latest} (marts.customer_indicators)"
+        )
+    if late:
+        lines.append(
+            f"Late or corrected rows changed {len(late)} month-end(s) built before "
+            f"({late[0][0]} to {late[-1][0]}): rebuilt from {late[0][0]} on "
+            "(details: audit.load_months)"
         )
     return "\n".join(lines)
 

@@ -137,7 +137,8 @@ def grading_range(
     - It starts at ``grade_from`` (a month-end the marts hold, or
       :data:`FIRST_MONTH`); by default at the first month-end up to the end not yet
       graded (a new warehouse: the first month-end of all), else at ``as_of``
-      (nothing new: the latest month-end is graded again).
+      (nothing new: the latest month-end is graded again), or earlier at the first
+      graded month-end the latest load changed (:func:`changed_months`).
     """
     months = graded_months(con)
     upper = resolve_as_of(con, as_of)
@@ -156,7 +157,22 @@ def grading_range(
         start = grade_from
     else:
         start = next((m for m in months if m <= upper and m not in graded), upper)
+        changed = changed_months(con)  # late or corrected data of this load
+        start = min([start, *(m for m in changed if m in graded)])
     return [m for m in months if start <= m <= end]
+
+
+def changed_months(con: duckdb.DuckDBPyConnection) -> list[dt.date]:
+    """The month-ends whose customer-months the latest load changed (``audit.load_months``;
+    marts.customer_indicators rebuilt them), in order."""
+    if not (table_exists(con, "audit", "load_months") and table_exists(con, "raw", "latest_load")):
+        return []
+    rows = con.execute(
+        """select distinct months.as_of_date from audit.load_months as months
+           inner join raw.latest_load as load on months.load_id = load.load_id
+           where months.is_changed order by 1"""
+    ).fetchall()
+    return [r[0] for r in rows]
 
 
 def record_grading(

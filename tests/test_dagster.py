@@ -364,7 +364,10 @@ def test_run_configuration_reaches_dbt_and_the_model(clean_landing, tmp_path):
     assert query(warehouse, "select distinct window_months from marts.customer_indicators") == [
         (6,)
     ]
-    ((k, params),) = query(warehouse, "select k, params from tiers.model_runs")
+    assert query(warehouse, "select distinct k from tiers.model_runs") == [(5,)]  # every month
+    ((k, params),) = query(
+        warehouse, "select k, params from tiers.model_runs order by as_of_date desc limit 1"
+    )
     assert k == 5 and '"vip_max_share": 0.2' in params
 
 

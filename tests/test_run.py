@@ -43,8 +43,13 @@ def test_run_publishes_and_prints_a_summary(published):
     for table in ["accounts", "trades", "fees", "balances", "cash_flows"]:
         assert table in done.stdout
     assert "Quarantined by rule:" in done.stdout and "duplicate_key" in done.stdout
-    (latest,) = query(warehouse, "select max(as_of_date) from tiers.customer_tiers")[0]
-    assert f"This run graded month-end {latest}" in done.stdout
+    (first, latest, months) = query(
+        warehouse,
+        "select min(as_of_date), max(as_of_date), count(distinct as_of_date) "
+        "from tiers.customer_tier_history",
+    )[0]
+    # a new warehouse: the first run grades every month-end
+    assert f"This run graded {months} month-ends, {first} to {latest}, in order" in done.stdout
 
 
 def test_run_never_modifies_the_raw_files(published):

@@ -2,14 +2,18 @@
 -- window of var('window_months') calendar months, across all the customer's
 -- accounts. Formulas and edge cases: _marts__models.yml and docs/indicators.md.
 --
--- Incremental: a run adds only the month-ends after the latest one built. The
--- window functions read just the months those windows need (plus the month
--- before, for the start assets); the latest trade and snapshot from before
--- them come from one aggregate per customer of the older months.
+-- Incremental: a run adds the month-ends after the latest one built, and
+-- rebuilds every month-end from the earliest month whose customer-months this
+-- load changed (audit.load_months: late or corrected rows). The window
+-- functions read just the months those windows need (plus the month before, for
+-- the start assets); the latest trade and snapshot from before them come from
+-- one aggregate per customer of the older months.
+-- depends_on: {{ ref('load_months') }}
 {{
     config(
         materialized='incremental',
-        incremental_strategy='append',
+        incremental_strategy='delete+insert',
+        unique_key='as_of_date',
         on_schema_change='append_new_columns',
     )
 }}
@@ -41,6 +45,13 @@ months_to_build as (
     select * from {{ ref('int_reporting_months') }}
     {% if is_incremental() -%}
     where as_of_date > (select coalesce(max(as_of_date), date '0001-01-01') from {{ this }})
+        or as_of_date >= (
+            select min(changed.as_of_date)
+            from {{ ref('load_months') }} as changed
+            inner join {{ source('broker', 'latest_load') }} as load
+                on changed.load_id = load.load_id
+            where changed.is_changed
+        )
     {%- endif %}
 ),
 

@@ -38,6 +38,7 @@ from dagster import (
     AssetSpec,
     Config,
     ConfigurableResource,
+    DagsterRun,
     Failure,
     MaterializeResult,
     MetadataValue,
@@ -126,16 +127,16 @@ class TiersResource(ConfigurableResource):
         """The vars dbt's profile reads: the run's build file and DuckDB's memory limit."""
         return {"warehouse": str(self.build(run_id)), "duckdb_memory_limit": self.memory_limit}
 
-    def grading_months(self, run_id: str) -> list[dt.date]:
+    def grading_months(self, run: DagsterRun) -> list[dt.date]:
         """The month-ends this run grades, in order (:func:`tiering.grading_range`),
-        resolved by the run's first grading step and recorded for the steps after it."""
-        with duckdb.connect(str(self.build(run_id))) as con:
-            months = recorded_grading(con, run_id)
+        resolved by the run's first grading step and recorded for the steps after it.
+        The run tag ``tiers/grade_from`` (a backfill from the UI) wins over grade_from."""
+        with duckdb.connect(str(self.build(run.run_id))) as con:
+            months = recorded_grading(con, run.run_id)
             if not months:
-                months = grading_range(
-                    con, self.settings().as_of, parse_grade_from(self.grade_from)
-                )
-                record_grading(con, run_id, months)
+                grade_from = run.tags.get(GRADE_FROM_TAG) or self.grade_from
+                months = grading_range(con, self.settings().as_of, parse_grade_from(grade_from))
+                record_grading(con, run.run_id, months)
             return months
 
 
@@ -144,6 +145,9 @@ FINGERPRINT_TAG = "tiers/landing_fingerprint"
 
 #: Run tag: start from an empty warehouse and rebuild every month-end.
 FULL_REFRESH_TAG = "tiers/full_refresh"
+
+#: Run tag: re-grade from this month-end (YYYY-MM; "first": every one), as TIERS_GRADE_FROM.
+GRADE_FROM_TAG = "tiers/grade_from"
 
 
 def is_full_refresh(context: AssetExecutionContext) -> bool:
@@ -355,7 +359,7 @@ def warehouse_models(
     "month's indicators, warm-started from the last month's, and store it as tables.",
 )
 def tier_model(context: AssetExecutionContext, config: GradingConfig, tiers: TiersResource):
-    months = tiers.grading_months(context.run.run_id)
+    months = tiers.grading_months(context.run)
     with duckdb.connect(str(tiers.build(context.run.run_id))) as con:
         # in order: each month's fit is warm-started from the one before it
         for month in months:
@@ -411,7 +415,7 @@ def tier_model(context: AssetExecutionContext, config: GradingConfig, tiers: Tie
     "tier, factor scores and drivers. The SQL scorer (tiers.customer_scores) must agree.",
 )
 def customer_assignments(context: AssetExecutionContext, tiers: TiersResource):
-    months = tiers.grading_months(context.run.run_id)
+    months = tiers.grading_months(context.run)
     with duckdb.connect(str(tiers.build(context.run.run_id))) as con:
         for month in months:  # one month's rows in memory at a time
             latest = assign_month(con, month)
@@ -438,7 +442,7 @@ def tier_models(
 ):
     """The tiers schema in dbt: SQL scores, history, customer tiers, profiles, migrations."""
     build = tiers.build(context.run.run_id)
-    months = tiers.grading_months(context.run.run_id)
+    months = tiers.grading_months(context.run)
     with duckdb.connect(str(build)) as con:
         if (
             not table_exists(con, "tiers", "model_params")
@@ -491,7 +495,7 @@ def tier_models(
     "the run before the publish unless the operator accepts the grading.",
 )
 def grading_gates(context, config: GateConfig, tiers: TiersResource):
-    months = tiers.grading_months(context.run.run_id)
+    months = tiers.grading_months(context.run)
     gates = config.settings()
     judged: dict[dt.date, list[GateResult]] = {}
     with duckdb.connect(str(tiers.build(context.run.run_id))) as con:

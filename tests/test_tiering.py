@@ -18,7 +18,7 @@ import pytest
 from ml import TIERS, TieringModel, apply_hysteresis
 from orchestration.report import tier_summary
 from orchestration.tiering import GateSettings, evaluate_gates, stored_model
-from tests.conftest import OCTOBER, SEPTEMBER, dbt, query, run_job
+from tests.conftest import OCTOBER, SEPTEMBER, build, dbt, query, run_job
 
 
 def _history(path, month) -> pd.DataFrame:
@@ -379,12 +379,16 @@ _GRADED_STATE = (
 
 
 @pytest.mark.parametrize(
-    "settings",
-    [{"grade_from": "first"}, {"grade_from": "2026-06"}, {"as_of": SEPTEMBER.isoformat()}],
-    ids=["backfill", "from-june", "september-after-october"],
+    ("settings", "tags"),
+    [
+        ({"grade_from": "first"}, None),
+        ({}, {"tiers/grade_from": "2026-06"}),  # as a UI backfill tags it
+        ({"as_of": SEPTEMBER.isoformat()}, None),
+    ],
+    ids=["backfill", "from-june-by-tag", "september-after-october"],
 )
 def test_regrading_gives_the_history_an_in_order_grading_gives(
-    graded, clean_landing, tmp_path, settings
+    graded, clean_landing, tmp_path, settings, tags
 ):
     """September's run (every month-end up to it) then October's, re-graded as a
     backfill, from June, or out of order (September again): the same history,
@@ -393,7 +397,7 @@ def test_regrading_gives_the_history_an_in_order_grading_gives(
     copy = tmp_path / "warehouse.duckdb"
     shutil.copyfile(path, copy)
     before = [query(path, sql) for sql in _GRADED_STATE]
-    result = run_job(clean_landing, copy, **settings)
+    result = run_job(clean_landing, copy, tags=tags, **settings)
     assert result.success
     assert [query(copy, sql) for sql in _GRADED_STATE] == before
     (graded_now,) = query(
@@ -405,9 +409,7 @@ def test_regrading_gives_the_history_an_in_order_grading_gives(
     months = [
         m for (m,) in query(copy, "select distinct as_of_date from tiers.model_runs order by 1")
     ]
-    first = {"first": months[0], "2026-06": dt.date(2026, 6, 30)}.get(
-        settings.get("grade_from"), SEPTEMBER
-    )
+    first = months[0] if settings.get("grade_from") else dt.date(2026, 6, 30) if tags else SEPTEMBER
     assert graded_now == [m for m in months if m >= first]  # through October, in order
 
 
@@ -450,3 +452,41 @@ def test_the_dbt_unit_tests_pass(graded, tmp_path):
     assert done.returncode == 0, done.stdout[-3000:]
     summary = done.stdout.strip().splitlines()[-1]
     assert " ERROR=0 " in summary and "PASS=0 " not in summary, summary
+
+
+def test_a_corrected_file_rebuilds_the_month_ends_it_changed_and_regrades_from_there(
+    graded, clean_landing, tmp_path
+):
+    """A corrected fees extract changes one fee of July: audit.load_months marks July
+    alone as changed, the indicators of July onward equal a full build of the corrected
+    data, and the run re-grades from July through October."""
+    path, _ = graded
+    copy = tmp_path / "warehouse.duckdb"
+    shutil.copyfile(path, copy)
+    landing = tmp_path / "landing"
+    shutil.copytree(clean_landing, landing)
+    fees = pd.read_csv(landing / "fees.csv", dtype=str, keep_default_na=False)
+    july = dt.date(2026, 7, 31)
+    row = fees.index[fees["fee_date"].str.startswith("2026-07")][0]
+    fees.loc[row, "amount"] = "987654.00"
+    fees.to_csv(landing / "fees.csv", index=False)
+
+    result = run_job(landing, copy)
+    assert result.success
+    changed = query(
+        copy,
+        "select as_of_date from audit.load_months where is_changed and load_id = "
+        "(select load_id from raw.latest_load) order by 1",
+    )
+    assert changed == [(july,)]
+    (graded_now,) = query(
+        copy,
+        "select list(as_of_date order by as_of_date) from tiers.grading_runs "
+        "where orchestrator_run_id = ?",
+        [result.run_id],
+    )[0]
+    assert graded_now == [july, dt.date(2026, 8, 31), SEPTEMBER, OCTOBER]
+    full = build(landing, tmp_path / "full" / "warehouse.duckdb", "marts")
+    indicators = "select * from marts.customer_indicators order by customer_id, as_of_date"
+    assert query(copy, indicators) == query(full, indicators)
+    assert query(path, indicators) != query(copy, indicators)  # the stale numbers are gone

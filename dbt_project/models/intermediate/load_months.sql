@@ -31,7 +31,7 @@ customer_months as (
         customers.customer_id,
         customers.first_open_date,
         customers.last_close_date,
-        months.* exclude (customer_key)
+        months.* exclude (months.customer_key)
     from {{ ref('int_customer_months') }} as months
     inner join customers on months.customer_key = customers.customer_key
 ),

@@ -113,8 +113,10 @@ chained as (
         anchors.anchor_pending_months,
         case
             when sequenced.previous_month_number is null
-                then anchors.anchor_date is null
-                or sequenced.month_number - {{ month_number('anchors.anchor_date') }} > 3
+                then (
+                    anchors.anchor_date is null
+                    or sequenced.month_number - {{ month_number('anchors.anchor_date') }} > 3
+                )
             else sequenced.month_number - sequenced.previous_month_number > 3
         end as starts_chain
     from sequenced
@@ -170,9 +172,10 @@ held as (
         *,
         case
             when published_number = 0 then anchor_tier
-            else first_value(model_tier) over (
-                partition by customer_id, published_number order by as_of_date
-            )
+            else
+                first_value(model_tier) over (
+                    partition by customer_id, published_number order by as_of_date
+                )
         end as hysteresis_tier
     from qualified
 ),

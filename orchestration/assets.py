@@ -221,6 +221,8 @@ class IndicatorConfig(DbtVarsConfig):
     window_months: int = 12  # trailing window; changing it needs a full refresh
     cash_spread_rate: float = 0.015  # annual spread on idle cash
     reporting_currency: str = "CNY"
+    # a table covers a month-end when its latest date is at most this many days before it
+    completeness_grace_days: int = 7
 
 
 class TierConfig(DbtVarsConfig):

@@ -30,6 +30,14 @@ def summary(warehouse: Path) -> str:
                 and months.is_changed and not months.is_new
                 and months.as_of_date <= (select max(as_of_date) from marts.customer_indicators)
             order by 1""").fetchall()
+        # tables whose data stops before the others': they hold later month-ends back
+        coverage = con.execute("""
+            select source_table, last_date, covered_through,
+                   max(covered_through) over () as others_through
+            from intermediate.int_table_coverage
+            where covered_through is not null
+            order by source_table""").fetchall()
+    lagging = [row for row in coverage if row[2] < row[3]]
     lines = [
         f"Warehouse {warehouse} (load {counts[0][5] if counts else '-'})",
         f"{'table':<12}{'files':>6}{'raw rows':>13}{'accepted':>13}{'quarantined':>13}",
@@ -46,6 +54,13 @@ def summary(warehouse: Path) -> str:
         lines.append(
             f"Indicators: {month_ends} month-ends up to {latest}, "
             f"{graded:,} customers as of {latest} (marts.customer_indicators)"
+        )
+    if lagging:
+        lines.append(
+            f"Held back: month-ends after {min(row[2] for row in lagging)} are not built, as "
+            + ", ".join(f"{table} has data only to {last}" for table, last, _, _ in lagging)
+            + f" (the other tables reach {lagging[0][3]}; details: "
+            "intermediate.int_table_coverage)"
         )
     if late:
         lines.append(

@@ -227,3 +227,29 @@ def test_marts_equal_an_independent_computation_from_the_raw_files(clean_landing
         ).df()
     assert len(actual) == len(expected) > 0
     assert compare_indicators(expected, actual) == []
+
+
+def test_a_table_that_stops_early_holds_the_later_month_ends_back(clean_landing, tmp_path):
+    """Fees that stop on 2026-09-12 cover August, not September: the marts end at
+    August although the other tables reach October, and the summary says which table
+    holds the month-ends back."""
+    from orchestration.report import summary
+
+    landing = tmp_path / "landing"
+    shutil.copytree(clean_landing, landing)
+    fees = landing / "fees.csv"
+    with duckdb.connect() as con:
+        kept = con.execute(
+            f"select * from read_csv('{fees}', all_varchar = true) where fee_date <= '2026-09-12'"
+        ).df()
+    kept.to_csv(fees, index=False)
+    (last_fee,) = (kept["fee_date"].max(),)
+    warehouse = build(landing, tmp_path / "warehouse.duckdb", "marts")
+    assert query(warehouse, "select max(as_of_date) from marts.customer_indicators") == [
+        (dt.date(2026, 8, 31),)
+    ]
+    text = summary(warehouse)
+    assert (
+        f"Held back: month-ends after 2026-08-31 are not built, as fees has data only to "
+        f"{last_fee} (the other tables reach 2026-10-31" in text
+    )

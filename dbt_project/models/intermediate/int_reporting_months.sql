@@ -1,41 +1,32 @@
 -- The month-ends the data covers, one row per month: from the first month with
 -- any accepted trade, fee, balance snapshot or cash flow to the last complete
--- month (its last day is before the day of the load), each with its trailing
--- window. See docs/indicators.md, "Which month-ends".
+-- month: its last day is before the day of the load, and every fact table with
+-- rows covers it (int_table_coverage). Each with its trailing window. See
+-- docs/indicators.md, "Which month-ends".
 {{ config(materialized='table') }}
 
 {%- set window_months = var('window_months') | int %}
 
 with
 
-activity_dates as (
-    select min(trade_date) as first_date, max(trade_date) as last_date
-    from {{ ref('stg_broker__trades') }}
-    union all
-    select min(fee_date) as first_date, max(fee_date) as last_date
-    from {{ ref('stg_broker__fees') }}
-    union all
-    select min(as_of_date) as first_date, max(as_of_date) as last_date
-    from {{ ref('stg_broker__balances') }}
-    union all
-    select min(flow_date) as first_date, max(flow_date) as last_date
-    from {{ ref('stg_broker__cash_flows') }}
-),
-
 coverage as (
     select
         date_trunc('month', min(first_date))::date as first_month_start,
-        max(last_date) as last_date
-    from activity_dates
+        max(last_date) as last_date,
+        min(covered_through) as covered_through
+    from {{ ref('int_table_coverage') }}
 ),
 
 bounds as (
     select
         first_month_start,
-        case
-            when last_day(last_date) < {{ load_date() }} then date_trunc('month', last_date)
-            else date_trunc('month', last_date) - interval 1 month
-        end::date as last_month_start
+        least(
+            case
+                when last_day(last_date) < {{ load_date() }} then date_trunc('month', last_date)
+                else date_trunc('month', last_date) - interval 1 month
+            end,
+            date_trunc('month', covered_through)
+        )::date as last_month_start
     from coverage
 ),
 

@@ -134,16 +134,21 @@ def grading_range(
     - It ends at ``as_of`` (default: the latest month-end the marts hold), or at the
       latest month-end already graded when that is later: re-grading a month
       re-grades every month after it.
-    - It starts at ``grade_from`` (a month-end the marts hold, or
-      :data:`FIRST_MONTH`); by default at the first month-end up to the end not yet
-      graded (a new warehouse: the first month-end of all), else at ``as_of``
-      (nothing new: the latest month-end is graded again), or earlier at the first
-      graded month-end the latest load changed (:func:`changed_months`).
+    - It starts at the first month-end up to ``as_of`` not graded yet (a new
+      warehouse: the first month-end of all) or at the first graded month-end the
+      latest load changed (:func:`changed_months`), whichever is earlier, and at
+      ``as_of`` at the latest (nothing new: the latest month-end is graded again). ``grade_from``
+      (a month-end the marts hold, or :data:`FIRST_MONTH`) starts it there, or
+      earlier where those say so.
     """
     months = graded_months(con)
     upper = resolve_as_of(con, as_of)
     graded = set(history_months(con)) & set(months)
     end = max([upper, *graded])
+    # the first month-end not graded yet, and the graded ones this load changed
+    # (late or corrected data): a run always re-grades from the earliest of them
+    pending = [m for m in months if m <= upper and m not in graded]
+    pending += [m for m in changed_months(con) if m in graded]
     if grade_from == FIRST_MONTH:
         start = months[0]
     elif grade_from is not None:
@@ -152,18 +157,18 @@ def grading_range(
                 f"TIERS_GRADE_FROM={grade_from} is not a month-end the data covers "
                 f"({months[0]} to {months[-1]})"
             )
-        if grade_from > upper:
-            raise ConfigError(f"TIERS_GRADE_FROM={grade_from} is after TIERS_AS_OF={upper}")
-        start = grade_from
+        if grade_from > end:
+            raise ConfigError(
+                f"TIERS_GRADE_FROM={grade_from} is after the latest month-end to grade, {end}"
+            )
+        start = min([grade_from, *pending])
     else:
-        start = next((m for m in months if m <= upper and m not in graded), upper)
-        changed = changed_months(con)  # late or corrected data of this load
-        start = min([start, *(m for m in changed if m in graded)])
+        start = min([*pending, upper])
     return [m for m in months if start <= m <= end]
 
 
 def changed_months(con: duckdb.DuckDBPyConnection) -> list[dt.date]:
-    """The month-ends whose customer-months the latest load changed (``audit.load_months``;
+    """The month-ends whose rows the latest load changed (``audit.load_months``;
     marts.customer_indicators rebuilt them), in order."""
     if not (table_exists(con, "audit", "load_months") and table_exists(con, "raw", "latest_load")):
         return []

@@ -457,9 +457,10 @@ def test_the_dbt_unit_tests_pass(graded, tmp_path):
 def test_a_corrected_file_rebuilds_the_month_ends_it_changed_and_regrades_from_there(
     graded, clean_landing, tmp_path
 ):
-    """A corrected fees extract changes one fee of July: audit.load_months marks July
-    alone as changed, the indicators of July onward equal a full build of the corrected
-    data, and the run re-grades from July through October."""
+    """A corrected fees extract changes one fee of July, and a new customer opens an
+    account in October: audit.load_months marks July and October alone as changed (the
+    new customer changes no earlier month), the indicators equal a full build of the
+    new data, and the run re-grades from July through October."""
     path, _ = graded
     copy = tmp_path / "warehouse.duckdb"
     shutil.copyfile(path, copy)
@@ -470,6 +471,11 @@ def test_a_corrected_file_rebuilds_the_month_ends_it_changed_and_regrades_from_t
     row = fees.index[fees["fee_date"].str.startswith("2026-07")][0]
     fees.loc[row, "amount"] = "987654.00"
     fees.to_csv(landing / "fees.csv", index=False)
+    accounts = pd.read_csv(landing / "accounts.csv", dtype=str, keep_default_na=False)
+    opened = accounts.iloc[[0]].assign(
+        account_id="A999999990", customer_id="C99999990", open_date="2026-10-05", close_date=""
+    )
+    pd.concat([accounts, opened]).to_csv(landing / "accounts.csv", index=False)
 
     result = run_job(landing, copy)
     assert result.success
@@ -478,7 +484,7 @@ def test_a_corrected_file_rebuilds_the_month_ends_it_changed_and_regrades_from_t
         "select as_of_date from audit.load_months where is_changed and load_id = "
         "(select load_id from raw.latest_load) order by 1",
     )
-    assert changed == [(july,)]
+    assert changed == [(july,), (OCTOBER,)]
     (graded_now,) = query(
         copy,
         "select list(as_of_date order by as_of_date) from tiers.grading_runs "

@@ -1,11 +1,15 @@
--- One row per load and calendar month of int_customer_months: a fingerprint of
--- every customer's monthly aggregates and account dates that month, and whether
--- it differs from the previous load's. A load whose rows reach a month-end
--- already built (a late fee file, a corrected trade extract, a new customer
--- with an old open date) changes that month's fingerprint: customer_indicators
--- rebuilds every month-end from the earliest changed one, and the grading
--- re-grades from there (orchestration.tiering.grading_range). Keyed by
--- customer_id: customer_key is numbered afresh each load.
+-- One row per load and calendar month: a fingerprint of the accepted rows dated
+-- in that month (trades, fees, balance snapshots and cash flows by their date;
+-- accounts by the months they open and close in, earlier ones counted in the first
+-- month of data), and whether it differs from the previous load's. A load that
+-- brings rows dated in month-ends already built (a late fee file, a corrected
+-- trade extract, an account opened or closed in an old month) changes those
+-- months' fingerprints: customer_indicators rebuilds every month-end from the
+-- earliest changed one, and the grading re-grades from there
+-- (orchestration.tiering.grading_range). Staging values are exact (decimals,
+-- dates, text), so the same rows give the same fingerprint in any load; lineage
+-- columns and the account attributes the indicators do not read are left out, so
+-- a file re-delivered with the same rows, or a manager reassigned, changes nothing.
 -- Built with the warehouse models, in the audit schema BI reads.
 {{ config(
     schema='audit',
@@ -21,28 +25,58 @@ load as (
     select load_id from {{ source('broker', 'latest_load') }}
 ),
 
-customers as (
-    select customer_key, customer_id, first_open_date, last_close_date
-    from {{ ref('int_accounts_rolled_up_to_customers') }}
+first_month as (
+    select min(month_start) as month_start from {{ ref('int_reporting_months') }}
 ),
 
-customer_months as (
+accounts as (
+    select account_id, customer_id, open_date, close_date
+    from {{ ref('stg_broker__accounts') }}
+),
+
+-- one hash per accepted row, with the month it is dated in
+dated_rows as (
+    select date_trunc('month', trades.trade_date) as month_start, hash(trades) as row_hash
+    from (
+        select * exclude (source_file, source_row) from {{ ref('stg_broker__trades') }}
+    ) as trades
+    union all
+    select date_trunc('month', fees.fee_date) as month_start, hash(fees) as row_hash
+    from (
+        select * exclude (source_file, source_row) from {{ ref('stg_broker__fees') }}
+    ) as fees
+    union all
+    select date_trunc('month', balances.as_of_date) as month_start, hash(balances) as row_hash
+    from (
+        select * exclude (source_file, source_row) from {{ ref('stg_broker__balances') }}
+    ) as balances
+    union all
+    select date_trunc('month', flows.flow_date) as month_start, hash(flows) as row_hash
+    from (
+        select * exclude (source_file, source_row) from {{ ref('stg_broker__cash_flows') }}
+    ) as flows
+    union all
     select
-        customers.customer_id,
-        customers.first_open_date,
-        customers.last_close_date,
-        months.* exclude (months.customer_key)
-    from {{ ref('int_customer_months') }} as months
-    inner join customers on months.customer_key = customers.customer_key
+        greatest(date_trunc('month', accounts.open_date), first_month.month_start) as month_start,
+        hash('opened', accounts) as row_hash
+    from accounts
+    cross join first_month
+    union all
+    select
+        greatest(date_trunc('month', accounts.close_date), first_month.month_start) as month_start,
+        hash('closed', accounts) as row_hash
+    from accounts
+    cross join first_month
+    where accounts.close_date is not null
 ),
 
 -- bit_xor of the rows' hashes: the same rows in any order, the same fingerprint
 fingerprints as (
     select
         month_start,
-        count(*) as customer_months,
-        bit_xor(hash(customer_months)) as fingerprint
-    from customer_months
+        count(*) as source_rows,
+        bit_xor(row_hash) as fingerprint
+    from dated_rows
     group by month_start
 ),
 
@@ -70,7 +104,7 @@ final as (
         cast(current_timestamp as timestamp) as loaded_at,
         cast(fingerprints.month_start as date) as month_start,
         cast(last_day(fingerprints.month_start) as date) as as_of_date,
-        cast(fingerprints.customer_months as bigint) as customer_months,
+        cast(fingerprints.source_rows as bigint) as source_rows,
         cast(fingerprints.fingerprint as ubigint) as fingerprint,
         previous.month_start is null as is_new,
         coalesce(previous.fingerprint <> fingerprints.fingerprint, true) as is_changed

@@ -30,7 +30,10 @@ first_month as (
 ),
 
 accounts as (
-    select account_id, customer_id, open_date, close_date
+    select
+        open_date,
+        close_date,
+        hash(account_id, customer_id, open_date, close_date) as account_hash
     from {{ ref('stg_broker__accounts') }}
 ),
 
@@ -58,13 +61,13 @@ dated_rows as (
     union all
     select
         greatest(date_trunc('month', accounts.open_date), first_month.month_start) as month_start,
-        hash('opened', accounts) as row_hash
+        hash('opened', accounts.account_hash) as row_hash
     from accounts
     cross join first_month
     union all
     select
         greatest(date_trunc('month', accounts.close_date), first_month.month_start) as month_start,
-        hash('closed', accounts) as row_hash
+        hash('closed', accounts.account_hash) as row_hash
     from accounts
     cross join first_month
     where accounts.close_date is not null

@@ -13,7 +13,7 @@ import dagster as dg
 import pytest
 
 from orchestration.config import ConfigError, prepare_manifest, sensor_settle_seconds
-from tests.conftest import LOAD_DATE, query, run_job
+from tests.conftest import LOAD_DATE, OCTOBER, SEPTEMBER, query, run_job
 
 prepare_manifest()  # the definitions read the dbt manifest at import
 
@@ -333,6 +333,34 @@ def test_overrides_are_applied_and_audited(graded, clean_landing, tmp_path):
         )
     )
     assert audit == {customer: True, "C_NOT_A_CUSTOMER": False}
+
+
+def test_regrading_a_published_month_keeps_the_overrides_it_was_graded_with(
+    graded_september, clean_landing, tmp_path
+):
+    """September graded with an override, then re-graded through October without the
+    file: September keeps its override (today's file is not applied to the past);
+    October, graded now, has none."""
+    warehouse = tmp_path / "warehouse.duckdb"
+    shutil.copyfile(graded_september, warehouse)
+    (customer,) = query(
+        warehouse,
+        "select customer_id from tiers.customer_tiers where tier <> 'vip' "
+        "order by customer_id limit 1",
+    )[0]
+    overrides = tmp_path / "overrides.csv"
+    overrides.write_text(f"customer_id,tier,reason,valid_until\n{customer},vip,board member,\n")
+    september = SEPTEMBER.isoformat()
+    assert run_job(clean_landing, warehouse, overrides=str(overrides), as_of=september).success
+    assert run_job(clean_landing, warehouse, tags={"tiers/grade_from": september}).success
+    rows = query(
+        warehouse,
+        "select as_of_date, tier, is_override from tiers.customer_tier_history "
+        "where customer_id = ? and as_of_date >= ? order by as_of_date",
+        [customer, SEPTEMBER],
+    )
+    assert rows[0] == (SEPTEMBER, "vip", True)
+    assert rows[-1][0] == OCTOBER and rows[-1][2] is False
 
 
 def test_views_do_not_depend_on_the_file_name(graded, tmp_path):

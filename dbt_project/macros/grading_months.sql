@@ -30,3 +30,21 @@
 {% macro month_number(column) -%}
     (extract(year from {{ column }}) * 12 + extract(month from {{ column }}))
 {%- endmacro %}
+
+{#- A SQL condition: the graded month-end `column` reads the overrides file as it
+    is now. The latest graded month-end does, and so does one the tier history
+    does not hold yet; a month-end published before keeps the override rows it
+    was graded with, so re-grading it does not apply today's file to the past.
+    The history is looked up, not ref'd: it is built from override_audit. -#}
+{% macro reads_overrides_file(column) -%}
+    {%- set history = adapter.get_relation(
+        database=target.database, schema=generate_schema_name('tiers', none),
+        identifier='customer_tier_history') if execute else none -%}
+    {{ is_graded(column) }}
+    {%- if history is not none %}
+    and (
+        {{ column }} = {{ grade_to() }}
+        or {{ column }} not in (select distinct history.as_of_date from {{ history }} as history)
+    )
+    {%- endif %}
+{%- endmacro %}

@@ -1,14 +1,17 @@
 -- One row per line of the tier overrides file and graded month-end, applied or
 -- not, with every reason a line is not applied. customer_tier_history applies
 -- the rows `where applied`. Incremental by month-end: a run replaces the rows of
--- the month-ends it grades (all of them, also when the file has no line left).
+-- the month-ends it reads the file for (all of them, also when the file has no
+-- line left): the latest graded one and any not graded before. A month-end
+-- re-graded after it was published keeps the rows it was graded with
+-- (reads_overrides_file), so today's file is never applied to the past.
 {{ config(
     materialized='incremental',
     incremental_strategy='delete+insert',
     unique_key='as_of_date',
     on_schema_change='fail',
     pre_hook="{% if is_incremental() %}delete from {{ this }} where "
-        ~ "{{ is_graded('as_of_date') }}"
+        ~ "{{ reads_overrides_file('as_of_date') }}"
         ~ "{% else %}select 'a full build: nothing to replace'{% endif %}",
 ) }}
 
@@ -17,7 +20,7 @@ with
 grading as (
     select distinct as_of_date
     from {{ ref('customer_indicators') }}
-    where {{ is_graded('as_of_date') }}
+    where {{ reads_overrides_file('as_of_date') }}
 ),
 
 overrides as (

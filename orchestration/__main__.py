@@ -11,18 +11,16 @@ published.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
 import json
 import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import yaml
 
+from orchestration import runlock
 from orchestration.config import (
     ConfigError,
     Settings,
@@ -126,14 +124,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     print(f"Running {job.name}: {settings.raw_dir} -> {settings.warehouse}", flush=True)
-    with one_run_at_a_time(settings.warehouse) as free:
-        if not free:
-            print(
-                f"error: another run is publishing {settings.warehouse} (lock "
-                f"{lock_path(settings.warehouse)}); try again when it has finished.",
-                file=sys.stderr,
-            )
-            return 2
+    owner = f"a CLI run ({' '.join(sys.argv[1:]) or 'run'})"
+    try:
+        runlock.claim(settings.warehouse, owner)
+    except runlock.RunLockBusy as error:
+        print(f"error: {error}.", file=sys.stderr)
+        return 2
+    try:
         instance = DagsterInstance.ephemeral()
         result = job.execute_in_process(
             run_config=config,
@@ -141,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
             tags={FULL_REFRESH_TAG: "true"} if args.full_refresh else {},
             raise_on_error=False,
         )
+    finally:
+        runlock.release(settings.warehouse, owner)
     if args.timings:
         write_timings(instance, result, args.timings)
     if not result.success:
@@ -212,30 +211,6 @@ def write_timings(instance, result, path: Path) -> None:
             indent=2,
         )
     )
-
-
-def lock_path(warehouse: Path) -> Path:
-    return warehouse.with_name(f".{warehouse.name}.lock")
-
-
-@contextlib.contextmanager
-def one_run_at_a_time(warehouse: Path) -> Iterator[bool]:
-    """Hold an exclusive lock on the warehouse's lock file; yields False if another run has it.
-
-    Two runs would clear each other's builds; the lock is released by the kernel
-    even when the process dies.
-    """
-    warehouse.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path(warehouse), "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _chain(error):

@@ -50,7 +50,7 @@ from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_as
 from pydantic import Field
 
 from ml import MODEL_TABLES, NamingRules, TieringModel
-from orchestration import config_files, publish
+from orchestration import config_files, publish, runlock
 from orchestration.config import (
     DBT_PROJECT_DIR,
     ConfigError,
@@ -292,6 +292,11 @@ def raw_files(context: AssetExecutionContext, tiers: TiersResource):
     # the config files are checked first: a broken one stops the run before the build
     plans = config_files.load_service_plans(settings.service_plans)
     files = discover(settings.raw_dir)  # whole-file problems stop the run here
+    try:
+        # held until the publish step (the jobs run every step in this process)
+        runlock.claim(settings.warehouse, f"Dagster run {context.run.run_id}")
+    except runlock.RunLockBusy as error:
+        raise Failure(description=str(error)) from None
     build = publish.start_build(settings.warehouse, context.run.run_id, is_full_refresh(context))
     with duckdb.connect(str(build)) as con:
         landed = land(con, files, new_load_id())
@@ -646,6 +651,10 @@ def _published_tier_metadata(warehouse: Path) -> dict[str, Any]:
 def published_warehouse(context: AssetExecutionContext, tiers: TiersResource) -> MaterializeResult:
     warehouse = Path(tiers.warehouse)
     build = tiers.build(context.run.run_id)
+    try:  # held since raw_files; taken again if a step process of its own runs this
+        runlock.claim(warehouse, f"Dagster run {context.run.run_id}")
+    except runlock.RunLockBusy as error:
+        raise Failure(description=str(error)) from None
     # a job subset that stops before the marts or the tiers (a selection materialised
     # in the UI) snapshots what it built; the whole job always has both schemas
     with duckdb.connect(str(build), read_only=True) as con:
@@ -663,4 +672,5 @@ def published_warehouse(context: AssetExecutionContext, tiers: TiersResource) ->
             warehouse, publish.snapshot_root(warehouse), context.run.run_id, schemas
         )
         metadata["snapshot"] = MetadataValue.path(str(folder))
+    runlock.release(warehouse, f"Dagster run {context.run.run_id}")
     return MaterializeResult(metadata={**metadata, **_published_tier_metadata(warehouse)})

@@ -24,6 +24,7 @@ from dagster import (
     SensorEvaluationContext,
     SkipReason,
     define_asset_job,
+    in_process_executor,
     sensor,
 )
 from dagster_dbt import DbtCliResource
@@ -134,6 +135,9 @@ def make_definitions(tiers: TiersResource | None = None) -> Definitions:
         jobs=[tiering_job, scoring_job],
         schedules=[monthly_schedule],
         sensors=[new_raw_files],
+        # every step in the run's own process: no start-up per step, and the run
+        # lock taken by the first step is held until the publish (runlock)
+        executor=in_process_executor,
         resources={
             # the dbt of this environment, found without relying on PATH
             "dbt": DbtCliResource(

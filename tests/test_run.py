@@ -5,38 +5,97 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
+from orchestration import runlock
 from orchestration.__main__ import run_config
 from orchestration.config import REPO_ROOT, ConfigError, Settings, parse_as_of, parse_flag
-from tests.conftest import make_landing, query, tree_digest
+from tests.conftest import make_landing, query, run_job, tree_digest
+
+
+def cli_environment(raw_dir, warehouse, **env) -> dict[str, str]:
+    environ = {name: value for name, value in os.environ.items() if name != "TIERS_ACCEPT_GRADING"}
+    environ.update(TIERS_RAW_DIR=str(raw_dir), TIERS_WAREHOUSE=str(warehouse), **env)
+    return environ
 
 
 def run_cli(raw_dir, warehouse, *args, **env):
-    environ = {name: value for name, value in os.environ.items() if name != "TIERS_ACCEPT_GRADING"}
-    environ.update(TIERS_RAW_DIR=str(raw_dir), TIERS_WAREHOUSE=str(warehouse), **env)
     return subprocess.run(
         [sys.executable, "-m", "orchestration", "run", *args],
         cwd=REPO_ROOT,
-        env=environ,
+        env=cli_environment(raw_dir, warehouse, **env),
         capture_output=True,
         text=True,
     )
 
 
+def start_cli(raw_dir, warehouse, *args, **env) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "orchestration", "run", *args],
+        cwd=REPO_ROOT,
+        env=cli_environment(raw_dir, warehouse, **env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@dataclass
+class Overlap:
+    """A Dagster run started on the warehouse while the CLI run was building it."""
+
+    result: Any  # the Dagster run's ExecuteInProcessResult
+    cli_was_running: bool  # the CLI run had not finished when the Dagster run ended
+    builds_during: list[str]  # the CLI run's build folders, after the Dagster run
+
+
 @pytest.fixture(scope="module")
 def published(tmp_path_factory):
-    """A landing folder, its digest before the run, and a warehouse published from it."""
+    """A landing folder, its digest before the run, and a warehouse published from it.
+
+    While the CLI run builds, a Dagster run of tiering_job on the same warehouse is
+    started in this process (``overlap``)."""
     root = tmp_path_factory.mktemp("run")
     landing = make_landing(root / "landing", customers=120, months=6, dirty=True)
     before = tree_digest(landing)
-    done = run_cli(landing, root / "out" / "warehouse.duckdb")
-    return landing, before, root / "out" / "warehouse.duckdb", done
+    warehouse = root / "out" / "warehouse.duckdb"
+    cli = start_cli(landing, warehouse)
+    lock = runlock.lock_path(warehouse)
+    while cli.poll() is None and not (lock.is_file() and lock.read_text().strip()):
+        time.sleep(0.2)  # until the CLI run holds the warehouse's lock
+    result = run_job(landing, warehouse)
+    overlap = Overlap(
+        result=result,
+        cli_was_running=cli.poll() is None,
+        builds_during=[p.name for p in (warehouse.parent / ".build").glob("*")],
+    )
+    stdout, stderr = cli.communicate()
+    done = subprocess.CompletedProcess(cli.args, cli.returncode, stdout, stderr)
+    return landing, before, warehouse, done, overlap
+
+
+def test_a_dagster_run_started_during_a_cli_run_stops_and_harms_neither(published):
+    """Two overlapping runs: the second is refused before it touches anything, the
+    first keeps its build and publishes."""
+    _, _, warehouse, done, overlap = published
+    assert overlap.cli_was_running, "the CLI run ended before the overlap was tried"
+    assert not overlap.result.success
+    (failure,) = [e for e in overlap.result.all_events if e.is_step_failure]
+    assert failure.step_key == "raw_files"
+    reason = failure.step_failure_data.user_failure_data.description
+    assert "another run is building" in reason and "a CLI run" in reason
+    assert len(overlap.builds_during) == 1  # the CLI run's build, not deleted
+    assert done.returncode == 0, done.stderr
+    assert query(warehouse, "select count(*) from tiers.customer_tiers")[0][0] > 0
+    assert runlock.lock_path(warehouse).read_text() == ""  # released, holder cleared
 
 
 def test_run_publishes_and_prints_a_summary(published):
-    _, _, warehouse, done = published
+    _, _, warehouse, done, _ = published
     assert done.returncode == 0, done.stderr
     assert warehouse.is_file()
     assert not list((warehouse.parent / ".build").glob("*"))  # no build left behind
@@ -53,12 +112,12 @@ def test_run_publishes_and_prints_a_summary(published):
 
 
 def test_run_never_modifies_the_raw_files(published):
-    landing, before, _, _ = published
+    landing, before, _, _, _ = published
     assert tree_digest(landing) == before
 
 
 def test_bad_file_fails_clearly_and_leaves_the_published_warehouse(published, tmp_path):
-    landing, _, warehouse, _ = published
+    landing, _, warehouse, _, _ = published
     broken = tmp_path / "broken"
     broken.mkdir()
     for path in landing.iterdir():
@@ -76,7 +135,7 @@ def test_bad_file_fails_clearly_and_leaves_the_published_warehouse(published, tm
 
 def test_a_failed_gate_exits_1_and_publishes_nothing(published, tmp_path):
     """The CLI's side of a failed gate; the accepted path is tests/test_tiering.py's."""
-    landing, _, warehouse, _ = published
+    landing, _, warehouse, _, _ = published
     config = tmp_path / "strict.yml"
     config.write_text("ops:\n  grading_gates:\n    config:\n      min_segment_share: 0.5\n")
     before = warehouse.read_bytes()
@@ -131,14 +190,14 @@ def test_a_bad_accept_grading_variable_is_refused(tmp_path):
 
 
 def test_run_rejects_a_bad_as_of(published):
-    landing, _, warehouse, _ = published
+    landing, _, warehouse, _, _ = published
     done = run_cli(landing, warehouse, TIERS_AS_OF="2026-10-15")
     assert done.returncode == 2
     assert "TIERS_AS_OF" in done.stderr and "month-end" in done.stderr
 
 
 def test_run_rejects_an_as_of_outside_the_data(published):
-    landing, _, warehouse, _ = published
+    landing, _, warehouse, _, _ = published
     done = run_cli(landing, warehouse, TIERS_AS_OF="2031-01-31")
     assert done.returncode == 2
     assert "TIERS_AS_OF=2031-01-31 is not a month-end the data covers" in done.stderr
@@ -167,14 +226,12 @@ def test_as_of_accepts_month_ends():
     assert str(parse_as_of("2024-02-29")) == "2024-02-29"
 
 
-def test_a_second_run_waits_for_the_first(tmp_path):
-    """While one run holds the warehouse's lock, another is refused with a clear message."""
-    from orchestration.__main__ import one_run_at_a_time
-
+def test_a_cli_run_started_during_a_dagster_run_is_refused(tmp_path):
+    """While a Dagster run holds the warehouse's lock, the CLI is refused with a clear
+    message that names the run, and touches nothing."""
     warehouse = tmp_path / "warehouse.duckdb"
-    with one_run_at_a_time(warehouse) as first:
-        assert first
+    with runlock.holding(warehouse, "Dagster run 1234abcd"):
         done = run_cli(REPO_ROOT / "seeds" / "sample", warehouse)
     assert done.returncode == 2
-    assert "another run is publishing" in done.stderr
-    assert not warehouse.exists()
+    assert "another run is building" in done.stderr and "Dagster run 1234abcd" in done.stderr
+    assert not warehouse.exists() and not (tmp_path / ".build").exists()

@@ -15,14 +15,19 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $@
 
-run: setup  ## land TIERS_RAW_DIR, build and publish the warehouse, print a summary
-	$(BIN)/python -m orchestration run
+# the Dagster instance of `make dev` and `make run`: the UI shows the CLI's runs too
+DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
 
-dev: setup  ## the Dagster UI on http://localhost:3000 (runs and schedules kept in data/dagster_home)
-	mkdir -p data/dagster_home
-	cp orchestration/dagster.yaml data/dagster_home/dagster.yaml
+run: setup  ## land TIERS_RAW_DIR, build and publish the warehouse, print a summary
+	mkdir -p $(DAGSTER_HOME)
+	cp orchestration/dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+	DAGSTER_HOME=$(DAGSTER_HOME) $(BIN)/python -m orchestration run
+
+dev: setup  ## the Dagster UI on http://localhost:3000 (runs and schedules kept in DAGSTER_HOME)
+	mkdir -p $(DAGSTER_HOME)
+	cp orchestration/dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/python -c 'from orchestration.config import prepare_manifest; prepare_manifest()'
-	PATH=$(CURDIR)/$(BIN):$$PATH DAGSTER_HOME=$(CURDIR)/data/dagster_home $(BIN)/dagster dev -m orchestration.definitions
+	PATH=$(CURDIR)/$(BIN):$$PATH DAGSTER_HOME=$(DAGSTER_HOME) $(BIN)/dagster dev -m orchestration.definitions
 
 test: setup lint  ## every test: generator, landing, dbt build on clean and dirty data
 	$(BIN)/python -m pytest

@@ -14,13 +14,14 @@ import argparse
 import json
 import os
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import yaml
 
-from orchestration import runlock
+from orchestration import runlock, runlog
 from orchestration.config import (
     ConfigError,
     Settings,
@@ -90,6 +91,12 @@ def main(argv: list[str] | None = None) -> int:
         help="re-grade every month-end the marts hold, in order (with --from: from that "
         "month-end on)",
     )
+    run_parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="print Dagster's events and dbt's output as they happen (by default they go "
+        "to the run's log file, <warehouse folder>/logs/, and a line per step is printed)",
+    )
     args = parser.parse_args(argv)
     try:
         if args.backfill or args.grade_from:
@@ -131,13 +138,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}.", file=sys.stderr)
         return 2
     try:
-        instance = DagsterInstance.ephemeral()
-        result = job.execute_in_process(
-            run_config=config,
-            instance=instance,
-            tags={FULL_REFRESH_TAG: "true"} if args.full_refresh else {},
-            raise_on_error=False,
+        # DAGSTER_HOME (`make run` sets the one `make dev` uses): the run, its
+        # materialisations and checks are recorded where the UI shows them
+        instance = (
+            DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
         )
+        log = None if args.verbose else runlog.log_file(settings.warehouse)
+        if log:
+            print(f"Log: {log}", flush=True)
+        run_id = str(uuid.uuid4())  # known before the run, for the listener
+        with runlog.quiet(log) as terminal:
+            if log:
+                instance.add_event_listener(run_id, runlog.Progress(terminal))
+            result = job.execute_in_process(
+                run_config=config,
+                instance=instance,
+                run_id=run_id,
+                tags={FULL_REFRESH_TAG: "true"} if args.full_refresh else {},
+                raise_on_error=False,
+            )
     finally:
         runlock.release(settings.warehouse, owner)
     if args.timings:
@@ -157,9 +176,10 @@ def main(argv: list[str] | None = None) -> int:
         message = "; ".join(described or [c.message.strip() for c in root[-1:]])
         message = message or "the job failed"
         step = failures[0].step_key if failures else "?"
+        trace = f"; the trace is in {log}" if log else ""
         print(
             f"error in step {step}: {message}\nNothing was published; "
-            f"{settings.warehouse} is as it was.",
+            f"{settings.warehouse} is as it was{trace}.",
             file=sys.stderr,
         )
         return 2 if kinds & INPUT_ERRORS else 1

@@ -24,6 +24,8 @@ fitted, in SQL alone.
 import datetime as dt
 import json
 import os
+import shutil
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -253,6 +255,23 @@ def dbt_target_path(context: AssetExecutionContext) -> Path:
     return DBT_PROJECT_DIR / "target" / f"run-{context.run.run_id}"
 
 
+#: dbt target folders of earlier runs kept (for their dbt.log and run_results.json)
+KEEP_DBT_TARGETS = 10
+
+
+def prune_dbt_targets(keep: int, younger_than: float = 6 * 3600) -> None:
+    """Delete the dbt target folders of runs beyond the newest ``keep``; a folder
+    written to in the last ``younger_than`` seconds (a run on another warehouse) stays."""
+    folders = sorted(
+        (max(path.stat().st_mtime for path in (folder, *folder.glob("*.log"))), folder)
+        for folder in (DBT_PROJECT_DIR / "target").glob("run-*")
+        if folder.is_dir()
+    )
+    for mtime, folder in folders[: max(0, len(folders) - keep)]:
+        if time.time() - mtime > younger_than:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 def dbt_args(
     command: str,
     load_date: dt.date,
@@ -297,6 +316,7 @@ def raw_files(context: AssetExecutionContext, tiers: TiersResource):
         runlock.claim(settings.warehouse, f"Dagster run {context.run.run_id}")
     except runlock.RunLockBusy as error:
         raise Failure(description=str(error)) from None
+    prune_dbt_targets(keep=KEEP_DBT_TARGETS)
     build = publish.start_build(settings.warehouse, context.run.run_id, is_full_refresh(context))
     with duckdb.connect(str(build)) as con:
         landed = land(con, files, new_load_id())

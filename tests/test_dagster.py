@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
 import sys
@@ -63,6 +64,34 @@ def test_definitions_load_with_every_part():
     assert dg.AssetKey(["tiers", "customer_scores"]) in scoring
     assert defs.resolve_schedule_def("monthly_after_month_end").cron_schedule == "0 6 2 * *"
     assert defs.resolve_sensor_def("new_raw_files") is not None
+
+
+def test_the_jobs_run_every_step_in_the_run_process():
+    """The run lock taken by raw_files covers the run only if no step has a process
+    of its own (orchestration.runlock)."""
+    for job in ("tiering_job", "scoring_job"):
+        assert defs.resolve_job_def(job).executor_def is dg.in_process_executor
+
+
+def test_old_dbt_target_folders_are_pruned(tmp_path, monkeypatch):
+    monkeypatch.setattr(assets, "DBT_PROJECT_DIR", tmp_path)
+    now = time.time()
+    for age in range(14):  # run-00 newest ... run-13 oldest, a day apart; one recent log
+        folder = tmp_path / "target" / f"run-{age:02d}"
+        folder.mkdir(parents=True)
+        (folder / "dbt.log").write_text("")
+        stamp = now - age * 86400
+        os.utime(folder / "dbt.log", (stamp, stamp))
+        os.utime(folder, (stamp, stamp))
+    os.utime(tmp_path / "target" / "run-12" / "dbt.log")  # still written to (another run)
+    assets.prune_dbt_targets(keep=10)
+    left = sorted(folder.name for folder in (tmp_path / "target").iterdir())
+    # the ten written to last stay: run-12 by its log
+    assert left == [f"run-{age:02d}" for age in range(9)] + ["run-12"]
+    os.utime(tmp_path / "target" / "run-12" / "dbt.log", (now - 99 * 86400,) * 2)
+    assets.prune_dbt_targets(keep=3, younger_than=1.5 * 86400)
+    left = sorted(folder.name for folder in (tmp_path / "target").iterdir())
+    assert left == ["run-00", "run-01", "run-02"]  # the rest are older than 1.5 days
 
 
 def test_dbt_args_carry_the_load_date_and_full_refresh():

@@ -63,10 +63,11 @@ def published(tmp_path_factory):
     landing = make_landing(root / "landing", customers=120, months=6, dirty=True)
     before = tree_digest(landing)
     warehouse = root / "out" / "warehouse.duckdb"
-    cli = start_cli(landing, warehouse)
-    lock = runlock.lock_path(warehouse)
-    while cli.poll() is None and not (lock.is_file() and lock.read_text().strip()):
-        time.sleep(0.2)  # until the CLI run holds the warehouse's lock
+    (root / "dagster_home").mkdir()
+    cli = start_cli(landing, warehouse, DAGSTER_HOME=str(root / "dagster_home"))
+    builds = warehouse.parent / ".build"
+    while cli.poll() is None and not (builds.is_dir() and any(builds.iterdir())):
+        time.sleep(0.2)  # until the CLI run has started its build (under the lock)
     result = run_job(landing, warehouse)
     overlap = Overlap(
         result=result,
@@ -109,6 +110,34 @@ def test_run_publishes_and_prints_a_summary(published):
     )[0]
     # a new warehouse: the first run grades every month-end
     assert f"This run graded {months} month-ends, {first} to {latest}, in order" in done.stdout
+
+
+def test_run_prints_a_line_per_step_and_logs_the_rest(published):
+    _, _, warehouse, done, _ = published
+    lines = done.stdout.splitlines()
+    assert len(lines) < 60, done.stdout
+    assert "DEBUG" not in done.stdout and "PASS=" not in done.stdout
+    for step in ("raw_files", "warehouse_models", "tier_model", "published_warehouse"):
+        assert any(
+            line.startswith("[") and f"] {step} " in line and "done in" in line for line in lines
+        ), step
+    (log,) = (warehouse.parent / "logs").glob("run-*.log")
+    assert f"Log: {log}" in done.stdout
+    text = log.read_text()
+    assert "STEP_SUCCESS" in text and "Done. PASS=" in text  # Dagster's events, dbt's output
+
+
+def test_cli_runs_are_recorded_in_the_dagster_instance(published):
+    """With DAGSTER_HOME (as `make run` sets it), the UI shows the CLI's runs."""
+    from dagster import AssetKey, DagsterInstance, DagsterRunStatus
+
+    _, _, warehouse, done, _ = published
+    assert done.returncode == 0, done.stderr
+    with DagsterInstance.from_config(str(warehouse.parent.parent / "dagster_home")) as instance:
+        (run,) = instance.get_runs()
+        assert run.job_name == "tiering_job" and run.status == DagsterRunStatus.SUCCESS
+        tiers = instance.get_latest_materialization_event(AssetKey(["tiers", "customer_tiers"]))
+        assert tiers is not None and tiers.run_id == run.run_id
 
 
 def test_run_never_modifies_the_raw_files(published):

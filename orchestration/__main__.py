@@ -25,6 +25,7 @@ from orchestration import runlock, runlog
 from orchestration.config import (
     ConfigError,
     Settings,
+    VolumeBounds,
     parse_flag,
     parse_grade_from,
     prepare_manifest,
@@ -104,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             os.environ["TIERS_GRADE_FROM"] = args.grade_from or "first"
         parse_grade_from(os.environ.get("TIERS_GRADE_FROM"))
         settings = Settings.from_env()
+        VolumeBounds.from_env()  # checked before the build, read again by raw_files
         config = run_config(args.config, args.accept_grading or parse_flag("TIERS_ACCEPT_GRADING"))
         prepare_manifest()
     except ConfigError as error:

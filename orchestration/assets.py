@@ -57,6 +57,7 @@ from orchestration.config import (
     DBT_PROJECT_DIR,
     ConfigError,
     Settings,
+    VolumeBounds,
     duckdb_memory_limit,
     parse_as_of,
     parse_grade_from,
@@ -309,6 +310,7 @@ def raw_files(context: AssetExecutionContext, tiers: TiersResource):
             "new run once they stay unchanged"
         )
     # the config files are checked first: a broken one stops the run before the build
+    bounds = VolumeBounds.from_env()
     plans = config_files.load_service_plans(settings.service_plans)
     files = discover(settings.raw_dir)  # whole-file problems stop the run here
     try:
@@ -319,7 +321,7 @@ def raw_files(context: AssetExecutionContext, tiers: TiersResource):
     prune_dbt_targets(keep=KEEP_DBT_TARGETS)
     build = publish.start_build(settings.warehouse, context.run.run_id, is_full_refresh(context))
     with duckdb.connect(str(build)) as con:
-        landed = land(con, files, new_load_id())
+        landed = land(con, files, new_load_id(), bounds)
         config_files.land_service_plans(con, settings.service_plans)
         overrides = config_files.land_overrides(con, settings.overrides)
     for table in RAW_TABLES:

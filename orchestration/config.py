@@ -54,6 +54,33 @@ def sensor_settle_seconds(environ: Mapping[str, str] = os.environ) -> float:
 
 
 @dataclass(frozen=True)
+class VolumeBounds:
+    """How far a table may move against the previous load before the run stops
+    (``orchestration.landing.check_volumes``)."""
+
+    max_row_drop: float = 0.2  # TIERS_MAX_ROW_DROP: share of a table's rows it may lose
+    max_malformed_jump: float = 0.01  # TIERS_MAX_MALFORMED_JUMP: rise in its malformed share
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> VolumeBounds:
+        return cls(
+            _share(environ, "TIERS_MAX_ROW_DROP", cls.max_row_drop),
+            _share(environ, "TIERS_MAX_MALFORMED_JUMP", cls.max_malformed_jump),
+        )
+
+
+def _share(environ: Mapping[str, str], name: str, default: float) -> float:
+    text = environ.get(name) or str(default)
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"{name}={text!r} is not a number") from None
+    if not 0 <= value <= 1:
+        raise ConfigError(f"{name}={text!r} must be a share between 0 and 1")
+    return value
+
+
+@dataclass(frozen=True)
 class Settings:
     raw_dir: Path  # TIERS_RAW_DIR: the landing folder
     warehouse: Path  # TIERS_WAREHOUSE: the published DuckDB file

@@ -11,6 +11,10 @@ judges whole files; rows are judged in dbt:
 - a missing required table, a required column missing from a file, an empty or
   unreadable file, or a file that is not UTF-8 raises ``LandingError`` naming the
   file (and the column) before anything is written;
+- a CSV file whose last line is cut (no line break after it, and it does not
+  parse) is a truncated or half-copied file: ``LandingError`` too;
+- a table that lost rows, or whose malformed share rose, beyond
+  ``VolumeBounds`` against the previous load raises ``LandingError``;
 - a CSV line the reader cannot split into the header's fields is kept in
   ``raw.malformed_rows`` (the quarantine picks it up), never dropped.
 
@@ -24,12 +28,14 @@ import datetime as dt
 import hashlib
 import uuid
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+
+from orchestration.config import VolumeBounds
 
 
 @dataclass(frozen=True)
@@ -238,7 +244,12 @@ def _match_columns(path: Path, contract: TableContract, header: list[str]) -> di
     return positions
 
 
-def land(con: duckdb.DuckDBPyConnection, files: list[SourceFile], load_id: str) -> list[LandedFile]:
+def land(
+    con: duckdb.DuckDBPyConnection,
+    files: list[SourceFile],
+    load_id: str,
+    bounds: VolumeBounds | None = None,
+) -> list[LandedFile]:
     """Check this load's files and point ``raw.<table>`` at the ones with new rows.
 
     Loads are incremental by file. A file already landed with the same size and
@@ -253,7 +264,9 @@ def land(con: duckdb.DuckDBPyConnection, files: list[SourceFile], load_id: str) 
     columns as text, with ``_source_file`` and ``_source_row``. Also keeps
     ``raw.landed_files`` (every file whose rows the warehouse holds, with the
     load that landed it), ``raw.malformed_rows`` and ``raw.latest_load``.
-    Returns the files landed by this load.
+    A table that lost more rows, or whose share of malformed lines rose more,
+    than ``bounds`` allow against the previous load stops the load
+    (:func:`check_volumes`). Returns the files landed by this load.
     """
     con.execute("create schema if not exists raw")
     _upgrade_old_layout(con)
@@ -264,6 +277,12 @@ def land(con: duckdb.DuckDBPyConnection, files: list[SourceFile], load_id: str) 
         source_table varchar, source_file varchar, line bigint, error varchar, raw_line varchar)""")
     kept = _unchanged_files(con, files)
     to_land = [f for f in files if (f.table, f.relative) not in kept]
+    previous = {
+        (table, name): (rows, malformed)
+        for table, name, rows, malformed in con.execute(
+            "select source_table, source_file, rows, malformed_rows from raw.landed_files"
+        ).fetchall()
+    }
     # rows of files that changed, vanished or are landed again are replaced
     con.execute(
         "create or replace temp table kept_files (source_table varchar, source_file varchar)"
@@ -276,6 +295,9 @@ def land(con: duckdb.DuckDBPyConnection, files: list[SourceFile], load_id: str) 
             "(select (source_table, source_file) from kept_files)"
         )
     landed = [_check_file(con, source, quoted) for source, quoted in _read_ahead(to_land)]
+    current = {key: previous[key] for key in kept if key in previous}
+    current.update({(f.table, f.source_file): (f.rows, f.malformed_rows) for f in landed})
+    check_volumes(previous, current, bounds or VolumeBounds())
     for table, contract in CONTRACT.items():
         _create_view(con, table, contract, [f for f in to_land if f.table == table])
     landed_at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
@@ -303,6 +325,54 @@ def land(con: duckdb.DuckDBPyConnection, files: list[SourceFile], load_id: str) 
         [load_id, landed_at, len(landed), len(kept)],
     )
     return landed
+
+
+def check_volumes(
+    previous: Mapping[tuple[str, str], tuple[int, int]],
+    current: Mapping[tuple[str, str], tuple[int, int]],
+    bounds: VolumeBounds,
+) -> None:
+    """Stop a load whose tables shrank or broke beyond ``bounds`` (a pure function).
+
+    ``previous`` and ``current``: (table, file) -> (rows, malformed lines) of the
+    files the warehouse held before this load and holds after it. Per table, the
+    rows may drop by at most ``max_row_drop`` of the previous count, and the share
+    of malformed lines may rise by at most ``max_malformed_jump``. A halved extract,
+    a file cut short or a vanished file would otherwise publish with exit 0. The
+    message names the files that shrank or vanished, with both counts. A first
+    load (or a full refresh) has nothing to compare with.
+    """
+    problems = []
+    for table in sorted({table for table, _ in previous}):
+        before = [value for (t, _), value in previous.items() if t == table]
+        after = [value for (t, _), value in current.items() if t == table]
+        rows_before, rows_after = sum(r for r, _ in before), sum(r for r, _ in after)
+        bad_before = sum(m for _, m in before) / max(1, rows_before + sum(m for _, m in before))
+        bad_after = sum(m for _, m in after) / max(1, rows_after + sum(m for _, m in after))
+        files = [
+            f"{name} {rows:,} -> "
+            + (f"{current[(t, name)][0]:,}" if (t, name) in current else "gone")
+            for (t, name), (rows, _) in sorted(previous.items())
+            if t == table and current.get((t, name), (0, 0))[0] < rows
+        ]
+        shrank = f" ({'; '.join(files)})" if files else ""
+        if rows_before and rows_after < (1 - bounds.max_row_drop) * rows_before:
+            problems.append(
+                f"{table} has {rows_after:,} rows against {rows_before:,} after the last load, "
+                f"{1 - rows_after / rows_before:.0%} fewer (TIERS_MAX_ROW_DROP="
+                f"{bounds.max_row_drop:g}){shrank}"
+            )
+        if bad_after - bad_before > bounds.max_malformed_jump:
+            problems.append(
+                f"{table}: {bad_after:.1%} of its lines are malformed against {bad_before:.1%} "
+                f"after the last load (TIERS_MAX_MALFORMED_JUMP={bounds.max_malformed_jump:g})"
+            )
+    if problems:
+        raise LandingError(
+            "; ".join(problems) + ". A truncated or partial extract? Nothing was published; "
+            "deliver the files whole, or, if the change is real, run once with the bound "
+            "raised (e.g. TIERS_MAX_ROW_DROP=1)"
+        )
 
 
 def _upgrade_old_layout(con: duckdb.DuckDBPyConnection) -> None:
@@ -556,6 +626,13 @@ def _keep_malformed_lines(con: duckdb.DuckDBPyConnection, source: SourceFile) ->
         raise LandingError(
             f"{source.path} is not UTF-8 encoded (first bad line {encoding}); re-export it as UTF-8"
         )
+    cut = _cut_last_line(con, source)
+    if cut is not None:
+        raise LandingError(
+            f"{source.path} ends in a cut line (line {cut} has no line break after it and "
+            "not the header's fields): the file was truncated or is still being copied; "
+            "copy it again whole"
+        )
     unclosed = con.execute(
         "select min(line) from csv_rejects where error_type = 'UNTERMINATED QUOTE' "
         "or regexp_matches(csv_line, '[\r\n]')"
@@ -574,6 +651,21 @@ def _keep_malformed_lines(con: duckdb.DuckDBPyConnection, source: SourceFile) ->
     con.execute("drop table if exists csv_rejects")
     con.execute("drop table if exists csv_reject_scans")
     return malformed
+
+
+def _cut_last_line(con: duckdb.DuckDBPyConnection, source: SourceFile) -> int | None:
+    """The line number of the file's last line when it is rejected and has no line
+    break after it: a file cut mid-line (a truncated or half-copied file), not a
+    broken row. A file may well end without a line break; then its last line only
+    counts as cut when it does not parse."""
+    with source.path.open("rb") as handle:
+        size = handle.seek(0, 2)
+        handle.seek(max(0, size - (1 << 16)))
+        tail = handle.read()
+    if not tail or tail.endswith(b"\n"):
+        return None
+    last = tail.rsplit(b"\n", 1)[-1].rstrip(b"\r").decode("utf-8", "replace")
+    return con.execute("select max(line) from csv_rejects where csv_line = ?", [last]).fetchone()[0]
 
 
 def _unclosed_quote(source: SourceFile, where: str) -> LandingError:

@@ -7,7 +7,8 @@ import shutil
 import duckdb
 import pytest
 
-from orchestration.landing import LandingError, discover, land
+from orchestration.config import ConfigError, VolumeBounds
+from orchestration.landing import LandingError, check_volumes, discover, land
 from tests.conftest import make_landing
 
 
@@ -250,3 +251,76 @@ def test_old_mac_line_endings_fail_cleanly(landing):
     path.write_bytes(path.read_bytes().replace(b"\n", b"\r"))
     with pytest.raises(LandingError, match=r"accounts\.csv"):
         landed(landing)
+
+
+def test_a_file_cut_mid_line_stops_the_load(landing):
+    """A truncated or half-copied file is a whole-file fault, not one malformed row."""
+    path = landing / "trades.csv"
+    data = path.read_bytes()
+    cut = data.rindex(b",", 0, len(data) // 2)  # mid-line, half the file gone
+    path.write_bytes(data[:cut])
+    with pytest.raises(LandingError, match=r"trades\.csv ends in a cut line \(line \d+"):
+        landed(landing)
+
+
+def test_a_file_without_a_final_line_break_is_whole(landing):
+    path = landing / "trades.csv"
+    whole = landed(landing).execute("select count(*) from raw.trades").fetchone()[0]
+    path.write_bytes(path.read_bytes().rstrip(b"\n"))
+    con = landed(landing)
+    assert con.execute("select count(*) from raw.trades").fetchone()[0] == whole
+    assert con.execute("select count(*) from raw.malformed_rows").fetchone()[0] == 0
+
+
+def test_a_table_halved_since_the_last_load_stops_the_load(landing):
+    con = landed(landing)
+    path = landing / "trades.csv"
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    before = len(lines) - 1
+    path.write_text("".join(lines[: 1 + before // 2]), encoding="utf-8")  # whole lines
+    with pytest.raises(LandingError) as error:
+        land(con, discover(landing), "second")
+    message = str(error.value)
+    assert f"trades has {before // 2:,} rows against {before:,} after the last load" in message
+    assert f"(trades.csv {before:,} -> {before // 2:,})" in message
+    assert "TIERS_MAX_ROW_DROP=0.2" in message
+
+
+def test_a_real_shrink_lands_once_the_bound_is_raised(landing):
+    con = landed(landing)
+    path = landing / "trades.csv"
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    path.write_text("".join(lines[: len(lines) // 2]), encoding="utf-8")
+    land(con, discover(landing), "second", VolumeBounds(max_row_drop=1))
+    assert con.execute("select count(*) from raw.trades").fetchone()[0] == len(lines) // 2 - 1
+
+
+def test_volume_bounds_per_table():
+    previous = {
+        ("trades", "a.csv"): (600, 0),
+        ("trades", "b.csv"): (400, 0),
+        ("fees", "f.csv"): (100, 1),
+    }
+    bounds = VolumeBounds(max_row_drop=0.2, max_malformed_jump=0.01)
+    # a vanished part: 40% of trades gone; the message says which file
+    with pytest.raises(
+        LandingError, match=r"trades has 600 rows against 1,000 .*\(b\.csv 400 -> gone\)"
+    ):
+        check_volumes(
+            previous, {("trades", "a.csv"): (600, 0), ("fees", "f.csv"): (100, 1)}, bounds
+        )
+    # within the bound, and a table that grew, pass; so does a first load
+    check_volumes(previous, {("trades", "a.csv"): (810, 0), ("fees", "f.csv"): (500, 1)}, bounds)
+    check_volumes({}, {("trades", "a.csv"): (5, 0)}, bounds)
+    # the malformed share of fees jumps from 1% to 10%
+    rows = {("trades", "a.csv"): (600, 0), ("trades", "b.csv"): (400, 0)}
+    with pytest.raises(
+        LandingError, match=r"fees: 10\.0% of its lines are malformed against 1\.0%"
+    ):
+        check_volumes(previous, {**rows, ("fees", "f.csv"): (90, 10)}, bounds)
+
+
+@pytest.mark.parametrize("text", ["-0.1", "1.5", "half"])
+def test_volume_bounds_must_be_shares(text):
+    with pytest.raises(ConfigError, match="TIERS_MAX_ROW_DROP"):
+        VolumeBounds.from_env({"TIERS_MAX_ROW_DROP": text})

@@ -162,6 +162,28 @@ def test_the_reconciliation_check_fails_when_a_row_is_lost(clean_landing, tmp_pa
     assert "assert_load_reconciles" in check.stdout
 
 
+def test_indicators_that_disagree_with_the_trades_fail_a_dbt_test(clean_warehouse, tmp_path):
+    """Trades lost under month-ends already built (the indicators kept) fail the build."""
+    warehouse = tmp_path / "warehouse.duckdb"
+    shutil.copyfile(clean_warehouse, warehouse)
+    test = "assert_indicators_reconcile_with_the_trades"
+    assert dbt(warehouse, "test", "--select", test).returncode == 0
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute(
+            "delete from staging.base_broker__trades where rejection_reason is null "
+            "and trade_date between date '2026-03-01' and date '2026-03-05'"
+        )
+    ((holding_march,),) = query(
+        warehouse,
+        "select count(distinct as_of_date) from marts.customer_indicators "
+        "where window_start_date <= date '2026-03-01' and as_of_date >= date '2026-03-31'",
+    )
+    check = dbt(warehouse, "test", "--select", test)
+    assert check.returncode != 0
+    assert f"Failure in test {test}" in check.stdout
+    assert f"Got {holding_march} results" in check.stdout  # the month-ends whose window holds it
+
+
 @pytest.mark.parametrize(
     ("table", "test"),
     [

@@ -1,6 +1,8 @@
 # One command to set up and run, one to set up and test. Both create .venv first.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
+# the DuckDB release tests/test_publish.py reads the published warehouse with
+OLD_DUCKDB := 1.1.3
 BIN := $(VENV)/bin
 export DO_NOT_TRACK := 1
 
@@ -13,6 +15,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	# an older DuckDB, as BI tools bundle, for the test that it reads the published file
+	$(BIN)/pip install --quiet --no-deps --target $(VENV)/old-duckdb duckdb==$(OLD_DUCKDB)
 	touch $@
 
 # the Dagster instance of `make dev` and `make run`: the UI shows the CLI's runs too

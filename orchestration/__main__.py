@@ -21,7 +21,7 @@ from typing import Any
 import duckdb
 import yaml
 
-from orchestration import runlock, runlog
+from orchestration import publish, runlock, runlog
 from orchestration.config import (
     ConfigError,
     Settings,
@@ -106,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         parse_grade_from(os.environ.get("TIERS_GRADE_FROM"))
         settings = Settings.from_env()
         VolumeBounds.from_env()  # checked before the build, read again by raw_files
+        publish.storage_version()
         config = run_config(args.config, args.accept_grading or parse_flag("TIERS_ACCEPT_GRADING"))
         prepare_manifest()
     except ConfigError as error:

@@ -319,7 +319,12 @@ def raw_files(context: AssetExecutionContext, tiers: TiersResource):
     except runlock.RunLockBusy as error:
         raise Failure(description=str(error)) from None
     prune_dbt_targets(keep=KEEP_DBT_TARGETS)
-    build = publish.start_build(settings.warehouse, context.run.run_id, is_full_refresh(context))
+    build = publish.start_build(
+        settings.warehouse,
+        context.run.run_id,
+        is_full_refresh(context),
+        publish.storage_version(),
+    )
     with duckdb.connect(str(build)) as con:
         landed = land(con, files, new_load_id(), bounds)
         config_files.land_service_plans(con, settings.service_plans)
@@ -687,7 +692,7 @@ def published_warehouse(context: AssetExecutionContext, tiers: TiersResource) ->
                 "select count(*) from information_schema.tables where table_schema = ?", [schema]
             ).fetchall()[0][0]
         ]
-    publish.publish(build, warehouse)
+    publish.publish(build, warehouse, publish.storage_version())
     metadata: dict[str, Any] = {"warehouse": str(warehouse)}
     if schemas:
         folder = publish.write_snapshot(

@@ -30,11 +30,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import duckdb
+
+from orchestration.config import ConfigError
 
 BUILD_DIR = ".build"
 MANIFEST = "_manifest.json"
@@ -55,14 +58,53 @@ def run_build_path(warehouse: Path, run_id: str) -> Path:
     return warehouse.parent / BUILD_DIR / run_id / warehouse.name
 
 
-def start_build(warehouse: Path, run_id: str, full_refresh: bool = False) -> Path:
-    """Make the build file for ``run_id``: a copy of the published warehouse, or none.
+#: The DuckDB storage format the warehouse is written in: that of DuckDB 1.0 (file
+#: format 64), which every DuckDB since 0.10 reads, so BI tools and CLIs that
+#: bundle an older DuckDB than this product's open the published file.
+#: TIERS_STORAGE_VERSION overrides it ("latest": this DuckDB's own format).
+DEFAULT_STORAGE_VERSION = "v1.0.0"
+
+
+def storage_version(environ: Mapping[str, str] = os.environ) -> str | None:
+    """``TIERS_STORAGE_VERSION`` (a DuckDB version, ``latest``), else the default;
+    None for ``latest``."""
+    text = (environ.get("TIERS_STORAGE_VERSION") or DEFAULT_STORAGE_VERSION).strip()
+    if text.lower() == "latest":
+        return None
+    if not re.fullmatch(r"v\d+\.\d+\.\d+", text):
+        raise ConfigError(
+            f"TIERS_STORAGE_VERSION={text!r}: expected a DuckDB version such as v1.0.0, or latest"
+        )
+    return text
+
+
+def file_format(database: Path) -> int | None:
+    """The storage format number in a DuckDB file's header (64 for DuckDB 0.10 to
+    1.1's format), None if the file is not a DuckDB file."""
+    with database.open("rb") as handle:
+        header = handle.read(20)
+    if len(header) < 20 or header[8:12] != b"DUCK":
+        return None
+    return int.from_bytes(header[12:20], "little")
+
+
+def start_build(
+    warehouse: Path,
+    run_id: str,
+    full_refresh: bool = False,
+    storage: str | None = DEFAULT_STORAGE_VERSION,
+) -> Path:
+    """Make the build file for ``run_id``: a copy of the published warehouse, or a
+    new empty file.
 
     Removes everything else under ``.build/`` (builds of older runs that failed or
     were killed, and an earlier attempt of this run). Without ``full_refresh`` the
     published file, when there is one, is copied so incremental models only add
-    what is new; with it, or on the first run, the build starts from no file.
-    Returns the build file's path.
+    what is new; with it, or on the first run, the build starts from an empty file.
+    The build is written in the ``storage`` format (a DuckDB version, None: this
+    DuckDB's), which DuckDB keeps for every later write to the file: a published
+    file in another format (one written before this setting) is converted once,
+    by copying its database into a new file. Returns the build file's path.
     """
     build = run_build_path(warehouse, run_id)
     builds = build.parent.parent
@@ -73,20 +115,45 @@ def start_build(warehouse: Path, run_id: str, full_refresh: bool = False) -> Pat
             else:
                 old.unlink()
     build.parent.mkdir(parents=True)
-    if warehouse.exists() and not full_refresh:
-        if _wal(warehouse).exists():
-            # Only a writer (or one that crashed) leaves a log; the file may be mid-checkpoint.
-            raise PublishError(
-                f"{warehouse} has a write-ahead log {_wal(warehouse).name}: something opened "
-                "the published file for writing. Close it (a crashed writer's log is replayed "
-                "by opening the file once with duckdb) and run again."
-            )
+    if not warehouse.exists() or full_refresh:
+        _create(build, storage)
+        return build
+    if _wal(warehouse).exists():
+        # Only a writer (or one that crashed) leaves a log; the file may be mid-checkpoint.
+        raise PublishError(
+            f"{warehouse} has a write-ahead log {_wal(warehouse).name}: something opened "
+            "the published file for writing. Close it (a crashed writer's log is replayed "
+            "by opening the file once with duckdb) and run again."
+        )
+    _create(build, storage)
+    if file_format(warehouse) == file_format(build):
         shutil.copyfile(warehouse, build)
+    else:  # another storage format: copy the database into the new file
+        with duckdb.connect() as con:
+            con.execute(f"attach {_literal(str(warehouse))} as published (read_only)")
+            con.execute(f"attach {_literal(str(build))} as build")
+            con.execute("copy from database published to build")
     return build
 
 
-def publish(build: Path, warehouse: Path) -> None:
+def _create(database: Path, storage: str | None) -> None:
+    """An empty DuckDB file in the ``storage`` format (None: this DuckDB's own)."""
+    options = f" (storage_version {_literal(storage)})" if storage else ""
+    with duckdb.connect() as con:
+        try:
+            con.execute(f"attach {_literal(str(database))} as new_build{options}")
+        except duckdb.Error as error:
+            raise ConfigError(f"TIERS_STORAGE_VERSION={storage}: {error}") from None
+
+
+def publish(build: Path, warehouse: Path, storage: str | None = None) -> None:
     """Move the finished ``build`` file over ``warehouse`` atomically, then drop its folder.
+
+    With ``storage`` (a DuckDB version), what is moved is a fresh copy of the build's
+    database in that storage format: DuckDB 2 writing into an older-format file
+    run after run leaves metadata that DuckDB 1.1 cannot load (tested), while a
+    file written in one pass reads there. The copy costs one pass over the
+    warehouse per publish.
 
     The caller closes every connection to ``build`` first: DuckDB checkpoints the
     write-ahead log into the file and deletes the log when the last connection
@@ -99,6 +166,15 @@ def publish(build: Path, warehouse: Path) -> None:
             f"{build} still has a write-ahead log {_wal(build).name}: close every "
             "connection to the build before publishing it"
         )
+    if storage:
+        fresh = build.with_name(f"fresh-{build.name}")
+        fresh.unlink(missing_ok=True)
+        _create(fresh, storage)
+        with duckdb.connect() as con:
+            con.execute(f"attach {_literal(str(build))} as build (read_only)")
+            con.execute(f"attach {_literal(str(fresh))} as fresh")
+            con.execute("copy from database build to fresh")
+        build = fresh
     os.replace(build, warehouse)
     _fsync_dir(warehouse.parent)
     shutil.rmtree(build.parent, ignore_errors=True)

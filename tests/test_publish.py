@@ -13,12 +13,15 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from orchestration.config import ConfigError
 from orchestration.publish import (
     PublishError,
+    file_format,
     publish,
     run_build_path,
     snapshot_root,
     start_build,
+    storage_version,
     write_snapshot,
 )
 
@@ -88,12 +91,74 @@ def test_start_build_copies_the_published_file(warehouse):
     assert versions(build) == [(ROWS, 0, 0)]
 
 
-def test_full_refresh_and_first_run_start_from_no_file(warehouse, tmp_path):
+def test_full_refresh_and_first_run_start_from_an_empty_file(warehouse, tmp_path):
     build = start_build(warehouse, "run-1", full_refresh=True)
-    assert build.parent.is_dir() and not build.exists()
-
     first = start_build(tmp_path / "new" / "warehouse.duckdb", "run-1")
-    assert first.parent.is_dir() and not first.exists()
+    for empty in (build, first):
+        with duckdb.connect(str(empty), read_only=True) as con:
+            assert con.execute("select count(*) from duckdb_tables()").fetchone() == (0,)
+        assert file_format(empty) == OLD_FORMAT
+
+
+#: the storage format DuckDB 0.10 to 1.1 write and every later DuckDB reads
+OLD_FORMAT = 64
+
+
+def test_a_warehouse_in_the_newest_format_is_converted_once(tmp_path):
+    """A warehouse published before the storage setting (DuckDB 2's own format) is
+    copied into the older format by the next build; later builds copy it as is."""
+    warehouse = tmp_path / "data" / "warehouse.duckdb"
+    build = start_build(warehouse, "run-0", storage=None)
+    write_version(build, 3)
+    publish(build, warehouse)
+    assert file_format(warehouse) != OLD_FORMAT
+
+    converted = start_build(warehouse, "run-1")
+    assert file_format(converted) == OLD_FORMAT and versions(converted) == [(ROWS, 3, 3)]
+    with duckdb.connect(str(converted), read_only=True) as con:  # the view came along
+        assert con.execute("select count(*) from marts.vip_customers").fetchone() == (100,)
+    publish(converted, warehouse)
+    assert start_build(warehouse, "run-2").read_bytes() == warehouse.read_bytes()
+
+
+def test_a_bad_storage_version_is_a_setting_error():
+    with pytest.raises(ConfigError, match="TIERS_STORAGE_VERSION='1.0'"):
+        storage_version({"TIERS_STORAGE_VERSION": "1.0"})
+    assert storage_version({"TIERS_STORAGE_VERSION": "latest"}) is None
+    assert storage_version({}) == "v1.0.0"
+
+
+def test_an_older_duckdb_reads_the_published_warehouse(graded):
+    """DuckDB 1.1.3 (as BI tools bundle; installed by make setup) opens the published
+    file and reads the tiers, the marts and a view, with the answers of this DuckDB."""
+    warehouse = graded[0]
+    old_duckdb = Path(sys.prefix) / "old-duckdb"
+    assert (old_duckdb / "duckdb").is_dir(), "make setup installs DuckDB 1.1.3 there"
+    queries = [
+        "select tier, count(*) from tiers.customer_tiers group by tier order by tier",
+        "select count(*), sum(trade_count) from marts.customer_indicators",
+        "select count(*) from marts.fct_trades",  # a view
+        "select count(*) from tiers.customer_tier_history",
+    ]
+    script = (
+        "import duckdb, json, sys\n"
+        "con = duckdb.connect(sys.argv[1], read_only=True)\n"
+        "print(json.dumps([duckdb.__version__] + "
+        "[con.execute(q).fetchall() for q in sys.argv[2:]], default=str))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(warehouse), *queries],
+        env={**os.environ, "PYTHONPATH": str(old_duckdb)},
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+    )
+    assert done.returncode == 0, done.stderr
+    version, *answers = json.loads(done.stdout)
+    assert version == "1.1.3"
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        expected = [con.execute(q).fetchall() for q in queries]
+    assert answers == json.loads(json.dumps(expected, default=str))
 
 
 def test_start_build_removes_builds_of_older_runs(warehouse):

@@ -18,9 +18,10 @@ Within one Python process, ``duckdb.connect(path)`` hands back the already open
 database while any connection to ``path`` is still open, so a process sees a
 newly published file only once all its connections to the old one are closed.
 
-DuckDB 2 files cannot be read by the older DuckDB versions that BI drivers
-bundle, so :func:`write_snapshot` also exports the BI-facing schemas to Parquet
-behind a stable ``latest`` pointer.
+DuckDB 2's own files cannot be read by the older DuckDB versions that BI
+drivers bundle, so the published file is written in an older storage format
+(:func:`storage_version`, :func:`publish`), and :func:`write_snapshot` also
+exports the BI-facing schemas to Parquet behind a stable ``latest`` pointer.
 
 One run at a time: each step removes what an earlier, unfinished run left behind.
 """

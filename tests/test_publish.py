@@ -468,3 +468,48 @@ def test_readers_through_latest_always_see_a_complete_snapshot(warehouse, tmp_pa
     assert problems == []
     assert all(len(seen) == 1 for seen in observed)
     assert {5} in observed
+
+
+def _files_held(path: Path) -> list[str]:
+    """The files under ``path``'s name this process holds open, '(deleted)' when replaced."""
+    held = []
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith(str(path)):
+            held.append(target)
+    return held
+
+
+def test_a_pooled_bi_client_with_nullpool_reads_each_publish(warehouse):
+    """SQLAlchemy with duckdb-engine, as BI tools connect: read-only and without a
+    pool (NullPool), every query opens the file as published now and nothing keeps
+    a replaced file open; the default pool keeps reading the file it opened."""
+    import sqlalchemy as sa
+    from sqlalchemy.pool import NullPool
+
+    url = f"duckdb:///{warehouse}?access_mode=read_only"
+    query = sa.text("select min(v), count(*) from tiers.customer_tiers")
+    fresh = sa.create_engine(url, poolclass=NullPool)
+    with fresh.connect() as con:
+        assert con.execute(query).one() == (0, ROWS)
+        with pytest.raises(sa.exc.SQLAlchemyError, match="read-only"):
+            con.execute(sa.text("create table tiers.scratch as select 1"))
+    pooled = sa.create_engine(url)  # QueuePool: connections outlive a publish
+    with pooled.connect() as con:
+        assert con.execute(query).one() == (0, ROWS)
+    release(warehouse, "run-1", 1)
+    with pooled.connect() as con:
+        assert con.execute(query).one() == (0, ROWS)  # the old file, still open
+    assert _files_held(warehouse) == [f"{warehouse} (deleted)"]
+    # within one process DuckDB hands new connections the database still open,
+    # so the pooled engine must let go first (a BI server has one engine per URI)
+    pooled.dispose()
+    with fresh.connect() as con:
+        assert con.execute(query).one() == (1, ROWS)
+    release(warehouse, "run-2", 2)
+    assert _files_held(warehouse) == []
+    with fresh.connect() as con:
+        assert con.execute(query).one() == (2, ROWS)

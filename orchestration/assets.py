@@ -692,12 +692,19 @@ def published_warehouse(context: AssetExecutionContext, tiers: TiersResource) ->
                 "select count(*) from information_schema.tables where table_schema = ?", [schema]
             ).fetchall()[0][0]
         ]
-    publish.publish(build, warehouse, publish.storage_version())
+    # one publication: the snapshot is written from the build first, then the file
+    # is swapped in, then LATEST moves; audit.publication names the run in the file
+    run_id = context.run.run_id
+    publish.record_publication(build, run_id)
     metadata: dict[str, Any] = {"warehouse": str(warehouse)}
+    root = publish.snapshot_root(warehouse)
     if schemas:
-        folder = publish.write_snapshot(
-            warehouse, publish.snapshot_root(warehouse), context.run.run_id, schemas
-        )
+        if publish.latest_snapshot(root) != run_id:  # an earlier attempt of this run, cut off
+            shutil.rmtree(root / run_id, ignore_errors=True)
+        folder = publish.write_snapshot(build, root, run_id, schemas, point=False)
         metadata["snapshot"] = MetadataValue.path(str(folder))
+    publish.publish(build, warehouse, publish.storage_version())
+    if schemas:
+        publish.point_latest(root, run_id)
     runlock.release(warehouse, f"Dagster run {context.run.run_id}")
     return MaterializeResult(metadata={**metadata, **_published_tier_metadata(warehouse)})

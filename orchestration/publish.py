@@ -199,8 +199,10 @@ def write_snapshot(
     run_id: str,
     schemas: Iterable[str] = ("tiers", "marts"),
     keep: int = 12,
+    point: bool = True,
 ) -> Path:
-    """Export every table of ``schemas`` to Parquet and point ``latest`` at it.
+    """Export every table of ``schemas`` to Parquet and point ``latest`` at it
+    (with ``point=False`` the complete folder is left for :func:`point_latest`).
 
     Views are left out: they are queries over the warehouse (``marts.fct_trades``,
     ``marts.fct_fees`` and ``marts.fct_customer_monthly_activity`` read every staged
@@ -270,7 +272,14 @@ def write_snapshot(
     manifest = {"run_id": run_id, "created_at": created_at, "tables": tables}
     (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     staging.rename(run_dir)
+    if point:
+        point_latest(snapshot_root, run_id, keep)
+    return run_dir
 
+
+def point_latest(snapshot_root: Path, run_id: str, keep: int = 12) -> None:
+    """Point ``latest`` and ``LATEST`` at the complete snapshot of ``run_id``, then
+    prune (the newest ``keep`` folders stay)."""
     link_tmp = snapshot_root / f".{LATEST_LINK}.tmp"
     link_tmp.unlink(missing_ok=True)
     link_tmp.symlink_to(run_id, target_is_directory=True)
@@ -279,9 +288,25 @@ def write_snapshot(
     file_tmp.write_text(run_id + "\n", encoding="utf-8")
     os.replace(file_tmp, snapshot_root / LATEST_FILE)
     _fsync_dir(snapshot_root)
-
     _prune(snapshot_root, keep, current=run_id)
-    return run_dir
+
+
+def latest_snapshot(snapshot_root: Path) -> str | None:
+    """The run id ``LATEST`` names, None before the first snapshot."""
+    latest = snapshot_root / LATEST_FILE
+    return latest.read_text(encoding="utf-8").strip() if latest.is_file() else None
+
+
+def record_publication(build: Path, run_id: str) -> None:
+    """Write ``audit.publication`` into ``build``: the run it is, so a reader can
+    tell whether the DuckDB file and ``snapshots/LATEST`` come from the same run."""
+    with duckdb.connect(str(build)) as con:
+        con.execute("create schema if not exists audit")
+        con.execute(
+            "create or replace table audit.publication as select ?::varchar as run_id, "
+            "now()::timestamp as published_at",
+            [run_id],
+        )
 
 
 def _prune(snapshot_root: Path, keep: int, current: str) -> None:

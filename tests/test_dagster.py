@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -196,6 +197,40 @@ def test_the_job_publishes_tiers_for_the_latest_month(graded):
     for table in ("tier_profiles", "tier_migrations", "service_plans", "model_runs"):
         assert query(warehouse, f"select count(*) from tiers.{table}")[0][0] > 0
     assert (warehouse.parent / "snapshots" / "latest" / "tiers" / "customer_tiers.parquet").exists()
+
+
+def test_the_file_and_the_snapshot_name_the_same_run(graded):
+    warehouse, result = graded
+    snapshots = warehouse.parent / "snapshots"
+    assert query(warehouse, "select run_id from audit.publication") == [(result.run_id,)]
+    assert (snapshots / "LATEST").read_text().strip() == result.run_id
+    manifest = json.loads((snapshots / "latest" / "_manifest.json").read_text())
+    assert manifest["run_id"] == result.run_id
+
+
+def test_a_publish_cut_off_leaves_the_file_and_latest_as_they_were(
+    graded, clean_landing, tmp_path, monkeypatch
+):
+    """The snapshot is written first and LATEST moves last: a run that dies while
+    swapping the file in leaves both on the previous run, and says so in the file."""
+    warehouse = tmp_path / "warehouse.duckdb"
+    shutil.copyfile(graded[0], warehouse)
+    shutil.copytree(graded[0].parent / "snapshots", tmp_path / "snapshots", symlinks=True)
+    before = digest(warehouse)
+
+    def cut_off(build, target, storage=None):
+        raise OSError("killed while publishing")
+
+    monkeypatch.setattr(assets.publish, "publish", cut_off)
+    result = run_job(clean_landing, warehouse)
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    assert failure.step_key == "published_warehouse"
+    assert digest(warehouse) == before
+    latest = (tmp_path / "snapshots" / "LATEST").read_text().strip()
+    assert latest == graded[1].run_id != result.run_id
+    assert query(warehouse, "select run_id from audit.publication") == [(latest,)]
+    assert (tmp_path / "snapshots" / result.run_id / "_manifest.json").is_file()  # unpointed
 
 
 def test_the_job_stores_the_k_diagnostics_and_shows_them(graded):

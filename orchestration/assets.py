@@ -302,6 +302,12 @@ def dbt_args(
 )
 def raw_files(context: AssetExecutionContext, tiers: TiersResource):
     settings = tiers.settings()
+    if settings.as_of and settings.as_of >= tiers.day_of_load():
+        # checked before the build: no data can cover a month not over yet
+        raise ConfigError(
+            f"TIERS_AS_OF={settings.as_of} is not over on the day of the load, "
+            f"{tiers.day_of_load()}: a month-end is graded once it has passed"
+        )
     asked_for = context.run.tags.get(FINGERPRINT_TAG)
     if asked_for and landing_fingerprint(settings.raw_dir) != asked_for:
         raise Failure(

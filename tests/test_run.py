@@ -227,9 +227,21 @@ def test_run_rejects_a_bad_as_of(published):
 
 def test_run_rejects_an_as_of_outside_the_data(published):
     landing, _, warehouse, _, _ = published
+    before = warehouse.read_bytes()
+    done = run_cli(landing, warehouse, TIERS_AS_OF="2019-01-31")
+    assert done.returncode == 2
+    assert "TIERS_AS_OF=2019-01-31 is not a month-end the data covers" in done.stderr
+    assert warehouse.read_bytes() == before
+
+
+def test_run_rejects_an_as_of_not_over_yet_before_building(published):
+    landing, _, warehouse, _, _ = published
+    before = warehouse.read_bytes()
     done = run_cli(landing, warehouse, TIERS_AS_OF="2031-01-31")
     assert done.returncode == 2
-    assert "TIERS_AS_OF=2031-01-31 is not a month-end the data covers" in done.stderr
+    assert "TIERS_AS_OF=2031-01-31 is not over on the day of the load" in done.stderr
+    assert "error in step raw_files" in done.stderr  # the first step, before any build
+    assert warehouse.read_bytes() == before
 
 
 def test_a_warehouse_named_like_a_schema_is_refused():

@@ -153,11 +153,11 @@ def two_loads(tmp_path_factory):
     warehouse = root / "wh" / "warehouse.duckdb"
     build(landing, warehouse, "marts", load_date=dt.date(2026, 10, 15))
     first = query(warehouse, "select max(as_of_date) from marts.customer_indicators")
-    # Mark a built month-end (within the data tests' rules): an incremental run
-    # must leave it alone.
+    # Mark a built month-end within the data tests' rules (trade_count is reconciled
+    # with fct_trades, trading_volume is not): an incremental run must leave it alone.
     with duckdb.connect(str(warehouse)) as con:
         con.execute(
-            f"update marts.customer_indicators set trade_count = trade_count + {MARK} "
+            f"update marts.customer_indicators set trading_volume = trading_volume + {MARK} "
             "where as_of_date = date '2026-09-30'"
         )
     build(landing, warehouse, "marts", load_date=dt.date(2026, 11, 21))
@@ -170,7 +170,7 @@ def test_an_incremental_run_adds_only_the_new_month_end(two_loads):
     per_month = dict(
         query(
             warehouse,
-            "select as_of_date, min(trade_count) from marts.customer_indicators group by 1",
+            "select as_of_date, min(trading_volume) from marts.customer_indicators group by 1",
         )
     )
     assert max(per_month) == dt.date(2026, 10, 31)
@@ -187,7 +187,7 @@ def test_an_incremental_run_equals_a_full_rebuild(two_loads, tmp_path):
     assert query(warehouse, latest) == query(full, latest)
     # and a full refresh recomputes the month-end the test marked
     build(landing, warehouse, "marts", load_date=dt.date(2026, 11, 21), full_refresh=True)
-    marked = f"select count(*) from marts.customer_indicators where trade_count >= {MARK}"
+    marked = f"select count(*) from marts.customer_indicators where trading_volume >= {MARK}"
     assert query(warehouse, marked) == [(0,)]
 
 

@@ -44,6 +44,8 @@ PLAN_FIELDS = (
     "service_time_share",
     "description",
 )
+#: Fields a plan may leave out, with the value then used.
+OPTIONAL_PLAN_FIELDS = {"hours_per_contact": 1.0}
 _PLAN_TEXT_FIELDS = ("display_name", "manager_level", "contact_frequency", "description")
 SHARE_TOLERANCE = 1e-9
 
@@ -55,6 +57,7 @@ SERVICE_PLAN_COLUMNS = {
     "manager_level": "varchar",
     "contact_frequency": "varchar",
     "contacts_per_year": "double",
+    "hours_per_contact": "double",
     "service_time_share": "double",
     "plan_version": "varchar",
     "description": "varchar",
@@ -105,7 +108,8 @@ def load_service_plans(path: str | Path = SERVICE_PLANS_PATH) -> pd.DataFrame:
     Returns one row per tier, ordered by ``tier_rank``: ``tier`` (code),
     ``tier_rank`` (int, 1 = vip .. 6 = sleeping), ``display_name``,
     ``manager_level``, ``contact_frequency`` (text), ``contacts_per_year``
-    (float, planned contacts per customer and year), ``service_time_share``
+    (float, planned contacts per customer and year), ``hours_per_contact``
+    (float, a manager's hours per contact; 1 when left out), ``service_time_share``
     (float 0-1, share of the managers' service time; the six sum to 1),
     ``plan_version`` (the file's ``version``), ``description``.
 
@@ -151,7 +155,7 @@ def load_service_plans(path: str | Path = SERVICE_PLANS_PATH) -> pd.DataFrame:
             problems.append(f"tier {code}: expected the fields {', '.join(PLAN_FIELDS)}")
             continue
         problems += [f"tier {code}: {problem}" for problem in _plan_problems(plan)]
-        rows.append({"tier": code, **plan})
+        rows.append({"tier": code, **OPTIONAL_PLAN_FIELDS, **plan})
     shares = [row.get("service_time_share") for row in rows]
     if not problems:
         total = math.fsum(shares)
@@ -163,6 +167,7 @@ def load_service_plans(path: str | Path = SERVICE_PLANS_PATH) -> pd.DataFrame:
     out = pd.DataFrame(rows)
     out["tier_rank"] = out["tier"].map(TIER_RANK).astype(np.int64)
     out["contacts_per_year"] = out["contacts_per_year"].astype(np.float64)
+    out["hours_per_contact"] = out["hours_per_contact"].astype(np.float64)
     out["service_time_share"] = out["service_time_share"].astype(np.float64)
     out["plan_version"] = str(version).strip()
     out = out[list(SERVICE_PLAN_COLUMNS)].sort_values("tier_rank").reset_index(drop=True)
@@ -176,9 +181,10 @@ def _plan_problems(plan: dict) -> list[str]:
     missing = [field for field in PLAN_FIELDS if plan.get(field) is None]
     if missing:
         problems.append(f"fields missing: {missing}")
-    unknown = sorted(str(field) for field in set(plan) - set(PLAN_FIELDS))
+    allowed = (*PLAN_FIELDS, *OPTIONAL_PLAN_FIELDS)
+    unknown = sorted(str(field) for field in set(plan) - set(allowed))
     if unknown:
-        problems.append(f"unknown fields {unknown} (allowed: {', '.join(PLAN_FIELDS)})")
+        problems.append(f"unknown fields {unknown} (allowed: {', '.join(allowed)})")
     for field in _PLAN_TEXT_FIELDS:
         value = plan.get(field)
         if value is not None and not str(value).strip():
@@ -186,6 +192,9 @@ def _plan_problems(plan: dict) -> list[str]:
     contacts = plan.get("contacts_per_year")
     if contacts is not None and not (_is_number(contacts) and contacts >= 0):
         problems.append(f"contacts_per_year must be a number >= 0, not {contacts!r}")
+    hours = plan.get("hours_per_contact")
+    if hours is not None and not (_is_number(hours) and hours >= 0):
+        problems.append(f"hours_per_contact must be a number of hours >= 0, not {hours!r}")
     share = plan.get("service_time_share")
     if share is not None and not (_is_number(share) and 0 <= share <= 1):
         problems.append(

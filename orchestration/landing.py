@@ -81,7 +81,12 @@ CONTRACT = {
         date_columns=("flow_date",),
         required=False,
     ),
+    "managers": TableContract(
+        ("manager_id", "branch_id", "level", "capacity_hours_per_month"), required=False
+    ),
 }
+#: Tables that are snapshots of the present, not logs: always landed whole.
+SNAPSHOT_TABLES = ("accounts", "managers")
 FORMATS = ("csv", "parquet")
 
 
@@ -257,7 +262,8 @@ def land(
     (unless some of its rows wait for a later verdict, see ``_unchanged_files``);
     a new or changed file is landed, and a changed or vanished file's old rows
     are dropped by the base models (they keep only rows of the files listed in
-    ``raw.landed_files``). ``accounts`` is a snapshot and is always landed whole.
+    ``raw.landed_files``). ``accounts`` and ``managers`` are snapshots and are always
+    landed whole.
 
     Every file to land is read once here (row count, malformed lines, encoding,
     quoting); ``raw.<table>`` becomes a view reading those files' contract
@@ -418,7 +424,7 @@ def _unchanged_files(con: duckdb.DuckDBPyConnection, files: list[SourceFile]) ->
         stat = f.path.stat()
         key = (f.table, f.relative)
         if (
-            f.table != "accounts"
+            f.table not in SNAPSHOT_TABLES
             and landed.get(key) == (stat.st_size, stat.st_mtime_ns)
             and key not in unsettled
         ):

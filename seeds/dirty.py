@@ -26,6 +26,7 @@ KEYS = {
     "fees": ("fee_id",),
     "balances": ("account_id", "as_of_date"),
     "cash_flows": ("flow_id",),
+    "managers": ("manager_id",),
 }
 
 # (rule, detail, fresh key?, column overrides). ``{future}`` becomes a date after the load.
@@ -116,6 +117,18 @@ PLANTS = {
         ("out_of_range", "amount zero", True, {"amount": "0"}),
         ("out_of_range", "amount negative", True, {"amount": "-50"}),
         ("invalid_date", "flow_date not a date", True, {"flow_date": "yesterday"}),
+    ],
+    "managers": [
+        (
+            "duplicate_key",
+            "same manager_id as the first manager, other level",
+            False,
+            {"level": "online only"},
+        ),
+        ("missing_value", "branch_id empty", True, {"branch_id": None}),
+        ("invalid_value", "level not named in the service plans", True, {"level": "intern"}),
+        ("invalid_number", "capacity not a number", True, {"capacity_hours_per_month": "full"}),
+        ("out_of_range", "capacity negative", True, {"capacity_hours_per_month": "-10"}),
     ],
 }
 

@@ -12,6 +12,9 @@ Written into the output folder:
   one file each, or a folder of ``--parts`` part files, CSV or Parquet; with
   ``--monthly-files`` the four dated tables are folders of one file per calendar
   month, ``<table>/YYYY-MM.<ext>``, as a broker's monthly extracts land;
+- ``managers.csv``: the investment managers, one per ``CUSTOMERS_PER_MANAGER``
+  customers of a branch, with a level of ``config/service_plans.yml`` and a
+  monthly capacity drawn around the book each one holds (some over, some under);
 - ``_truth.csv``: each customer's latent type and the tier a broker would expect;
 - with ``--dirty``: planted bad rows (every rule of the contract broken at least
   once, see ``dirty.py``) and ``_dirty_manifest.csv`` listing each of them.
@@ -36,7 +39,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-TABLES = ("accounts", "trades", "fees", "balances", "cash_flows")
+TABLES = ("accounts", "trades", "fees", "balances", "cash_flows", "managers")
 CHUNK_CUSTOMERS = 50_000  # fixed: the random streams are seeded per chunk
 # The date that puts a row of a fact table into a month's file (--monthly-files).
 MONTH_COLUMNS = {
@@ -91,6 +94,18 @@ MARGIN_INTEREST_RATE = 0.068  # per year, charged monthly on margin debt
 VIP_REBATE_SHARE = 0.10  # monthly commission rebate for VIP customers
 N_BRANCHES = 40
 MANAGERS_PER_BRANCH = 12
+# The level of a branch's n-th manager (levels as named in config/service_plans.yml):
+# one senior adviser, four advisers, four on the service desk, three online.
+MANAGER_LEVELS = (
+    ("senior investment adviser",) * 1
+    + ("investment adviser",) * 4
+    + ("service desk",) * 4
+    + ("online only",) * 3
+)
+CUSTOMERS_PER_MANAGER = 120
+# Capacity, hours a month per customer held: drawn so that some books are over
+# capacity and some under (a customer needs about 0.4 h a month under the plans).
+CAPACITY_HOURS_PER_CUSTOMER = (0.3, 0.9)
 
 
 def month_ends(end: dt.date, months: int) -> np.ndarray:
@@ -494,6 +509,7 @@ def _stack_balances(first: int, ends: np.ndarray, accounts: list) -> pd.DataFram
 # Export: numeric scratch tables -> contract columns. Ids are formatted here, once.
 CUSTOMER_ID = "'C' || lpad(customer::varchar, 8, '0')"
 ACCOUNT_ID = "'A' || lpad((customer * 2 + account_kind)::varchar, 9, '0')"
+MANAGER_ID = "'M' || lpad((manager + 1)::varchar, 4, '0')"
 EXPORT_SQL = {
     "accounts": f"""
         select {ACCOUNT_ID} as account_id, {CUSTOMER_ID} as customer_id,
@@ -502,8 +518,7 @@ EXPORT_SQL = {
                'B' || lpad((branch + 1)::varchar, 3, '0') as branch_id,
                customer_type, nullif(birth_year, -1) as birth_year, gender,
                nullif(risk_level, '') as risk_level,
-               case when manager >= 0 then 'M' || lpad((manager + 1)::varchar, 4, '0') end
-                   as manager_id
+               case when manager >= 0 then {MANAGER_ID} end as manager_id
         from accounts where part = $part""",
     "trades": f"""
         select 'T' || lpad(trade_id::varchar, 10, '0') as trade_id, {ACCOUNT_ID} as account_id,
@@ -535,6 +550,10 @@ EXPORT_SQL = {
         select 'CF' || lpad(flow_id::varchar, 10, '0') as flow_id, {ACCOUNT_ID} as account_id,
                flow_date::date as flow_date, direction, amount::decimal(18, 2) as amount
         from cash_flows where part = $part""",
+    "managers": f"""
+        select {MANAGER_ID} as manager_id, 'B' || lpad((branch + 1)::varchar, 3, '0') as branch_id,
+               level, capacity::decimal(8, 1) as capacity_hours_per_month
+        from managers where part = $part""",
 }
 
 
@@ -586,6 +605,7 @@ def generate(
             data = simulate_chunk(seed, chunk, first, size, ends, end, mix)
             _stage(con, data, counters, customers, parts, first == 0)
             del data
+        _stage_managers(con, seed, parts)
         written = {}
         for table in TABLES:
             if monthly_files and table in MONTH_COLUMNS:
@@ -646,6 +666,49 @@ def _stage(
         con.unregister("frame")
 
 
+def _stage_managers(con: duckdb.DuckDBPyConnection, seed: int, parts: int) -> None:
+    """The scratch table ``managers``, and each account's manager among them.
+
+    A branch has one manager per ``CUSTOMERS_PER_MANAGER`` customers (at least one,
+    at most ``MANAGERS_PER_BRANCH``); a customer simulated with the branch's j-th
+    manager is served by manager j modulo that number. Deterministic in ``seed``,
+    from a stream of its own (the customers' are untouched); the managers are split
+    over the ``parts`` in equal ranges.
+    """
+    con.execute(f"""
+        create or replace temp table branch_staff as
+        select branch, least(greatest(ceil(count(distinct customer)
+                   / {CUSTOMERS_PER_MANAGER}), 1), {MANAGERS_PER_BRANCH})::integer as staff
+        from accounts group by branch""")
+    con.execute(f"""
+        update accounts set manager = accounts.branch * {MANAGERS_PER_BRANCH}
+            + (manager % {MANAGERS_PER_BRANCH}) % branch_staff.staff
+        from branch_staff
+        where accounts.branch = branch_staff.branch and accounts.manager >= 0""")
+    staff = con.execute(f"""
+        select branch_staff.branch * {MANAGERS_PER_BRANCH} + k.k as manager,
+               (select count(distinct customer) from accounts
+                where accounts.manager = branch_staff.branch * {MANAGERS_PER_BRANCH} + k.k) as held
+        from branch_staff, range({MANAGERS_PER_BRANCH}) as k (k)
+        where k.k < branch_staff.staff
+        order by manager""").fetchnumpy()
+    ids, held = staff["manager"].astype(np.int64), staff["held"].astype(float)
+    rng = np.random.default_rng([seed, 1_000_003])
+    capacity = np.maximum(held * rng.uniform(*CAPACITY_HOURS_PER_CUSTOMER, len(ids)), 4.0)
+    frame = pd.DataFrame(
+        {
+            "manager": ids,
+            "branch": ids // MANAGERS_PER_BRANCH,
+            "level": np.array(MANAGER_LEVELS)[ids % MANAGERS_PER_BRANCH],
+            "capacity": np.round(capacity),
+            "part": np.arange(len(ids)) * parts // len(ids),
+        }
+    )
+    con.register("frame", frame)
+    con.execute("create or replace table managers as select * from frame")
+    con.unregister("frame")
+
+
 def _copy_options(fmt: str) -> str:
     return "(format parquet, compression zstd)" if fmt == "parquet" else "(header)"
 
@@ -680,7 +743,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m seeds.generate",
         description="Write a synthetic brokerage landing folder (accounts, trades, fees, "
-        "balances, cash_flows) in the project's input contract.",
+        "balances, cash_flows, managers) in the project's input contract.",
     )
     parser.add_argument(
         "--out",

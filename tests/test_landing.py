@@ -8,7 +8,7 @@ import duckdb
 import pytest
 
 from orchestration.config import ConfigError, VolumeBounds
-from orchestration.landing import LandingError, check_volumes, discover, land
+from orchestration.landing import CONTRACT, LandingError, check_volumes, discover, land
 from tests.conftest import make_landing
 
 
@@ -186,7 +186,7 @@ def test_parquet_timestamps_in_date_columns_become_dates(tmp_path):
 def test_files_starting_with_underscore_or_unknown_tables_are_ignored(landing):
     (landing / "notes.csv").write_text("a,b\n1,2\n")
     files = discover(landing)
-    assert {f.table for f in files} == {"accounts", "trades", "fees", "balances", "cash_flows"}
+    assert {f.table for f in files} == set(CONTRACT)
 
 
 def test_unclosed_quote_stops_the_load_instead_of_swallowing_rows(landing):

@@ -18,7 +18,7 @@ landed as (
 ),
 
 accepted as (
-    {%- for table in ['accounts', 'trades', 'fees', 'balances', 'cash_flows'] %}
+    {%- for table in ['accounts', 'trades', 'fees', 'balances', 'cash_flows', 'managers'] %}
     select '{{ table }}' as source_table, count(*) as accepted_rows
     from {{ ref('stg_broker__' ~ table) }}
     {% if not loop.last %}union all{% endif %}

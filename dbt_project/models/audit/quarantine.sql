@@ -1,7 +1,7 @@
 -- Every raw row that did not reach staging, with the reason in words and its
 -- original values: rows breaking a contract rule, and CSV lines that could not
 -- be read as rows at all.
-{%- set tables = ['accounts', 'trades', 'fees', 'balances', 'cash_flows'] %}
+{%- set tables = ['accounts', 'trades', 'fees', 'balances', 'cash_flows', 'managers'] %}
 with
 
 rejected_rows as (

@@ -16,6 +16,7 @@ renamed as (
         cast(manager_level as varchar) as manager_level,
         cast(contact_frequency as varchar) as contact_frequency,
         cast(contacts_per_year as double) as contacts_per_year,
+        cast(hours_per_contact as double) as hours_per_contact,
         cast(service_time_share as double) as service_time_share,
         cast(plan_version as varchar) as plan_version,
         cast(description as varchar) as description

@@ -87,8 +87,9 @@ RAW_TABLES = tuple(CONTRACT)
 CONFIG_TABLES = ("service_plans", "tier_overrides")
 #: dbt models that type and judge the landed rows (staging, quarantine, reconciliation).
 INGESTION = "staging audit"
-#: dbt models of the tiers schema, built on what the model assets write.
-TIER_MODELS = "path:models/tiers"
+#: dbt models built on what the model assets write: the tiers schema, and the
+#: service desk's marts on the tier history.
+TIER_MODELS = "path:models/tiers path:models/service_desk"
 #: Schemas the Parquet snapshot holds: what BI reads.
 SNAPSHOT_SCHEMAS = ("tiers", "marts")
 #: Tables the model asset writes (one set of rows per fitted month-end).

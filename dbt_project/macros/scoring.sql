@@ -81,3 +81,30 @@
         on {{ table }}.run_id = scoring_model.model_run_id
         and {{ table }}.as_of_date = scoring_model.model_as_of_date
 {%- endmacro %}
+
+{#- Per graded month-end, the dormant rule's thresholds of the model that scores
+    it (model_params holds them as JSON text, 'null' when the rule is off):
+    min_recency_days and min_tenure_months, null when off. Needs the
+    scoring_model CTE. -#}
+{% macro dormant_rule_thresholds() -%}
+    select
+        scoring_model.as_of_date,
+        cast(max(
+            case
+                when
+                    model_params.name = 'dormant_min_recency_days'
+                    and model_params.value <> 'null'
+                    then model_params.value
+            end
+        ) as double) as min_recency_days,
+        cast(max(
+            case
+                when
+                    model_params.name = 'dormant_min_tenure_months'
+                    and model_params.value <> 'null'
+                    then model_params.value
+            end
+        ) as double) as min_tenure_months
+    {{ from_scoring_model('model_params') }}
+    group by scoring_model.as_of_date
+{%- endmacro %}

@@ -19,28 +19,8 @@ factor_scores as (
     select * from {{ ref('customer_factor_scores') }}
 ),
 
--- the dormant rule's thresholds, JSON text ('null' turns the rule off)
 dormant_rule as (
-    select
-        scoring_model.as_of_date,
-        cast(max(
-            case
-                when
-                    model_params.name = 'dormant_min_recency_days'
-                    and model_params.value <> 'null'
-                    then model_params.value
-            end
-        ) as double) as min_recency_days,
-        cast(max(
-            case
-                when
-                    model_params.name = 'dormant_min_tenure_months'
-                    and model_params.value <> 'null'
-                    then model_params.value
-            end
-        ) as double) as min_tenure_months
-    {{ from_scoring_model('model_params') }}
-    group by scoring_model.as_of_date
+    {{ dormant_rule_thresholds() }}
 ),
 
 model_factors as (

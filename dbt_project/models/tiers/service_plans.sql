@@ -7,6 +7,8 @@ select
     manager_level,
     contact_frequency,
     contacts_per_year,
+    hours_per_contact,
+    contacts_per_year * hours_per_contact / 12 as contact_hours_per_customer_month,
     service_time_share,
     plan_version,
     description

@@ -15,7 +15,8 @@ Written into the output folder:
 - ``managers.csv``: the investment managers, one per ``CUSTOMERS_PER_MANAGER``
   customers of a branch, with a level of ``config/service_plans.yml`` and a
   monthly capacity drawn around the book each one holds (some over, some under);
-- ``_truth.csv``: each customer's latent type and the tier a broker would expect;
+- ``_truth.csv``: each customer's latent type, the tier a broker would expect and,
+  with ``--drift-share``, the month from which the customer drifts to sleep;
 - with ``--dirty``: planted bad rows (every rule of the contract broken at least
   once, see ``dirty.py``) and ``_dirty_manifest.csv`` listing each of them.
 
@@ -103,6 +104,10 @@ MANAGER_LEVELS = (
     + ("online only",) * 3
 )
 CUSTOMERS_PER_MANAGER = 120
+# Customers who drift to sleep (--drift-share): their trades fade out over these
+# months; a book needs this many months for them to go dormant within it.
+DRIFT_FADE_MONTHS = 4
+DRIFT_MIN_MONTHS = 18
 # Capacity, hours a month per customer held: drawn so that some books are over
 # capacity and some under (a customer needs about 0.4 h a month under the plans).
 CAPACITY_HOURS_PER_CUSTOMER = (0.3, 0.9)
@@ -170,8 +175,17 @@ def simulate_chunk(
     ends: np.ndarray,
     end: np.datetime64,
     mix: dict[str, float] | None = None,
+    drift_share: float = 0.0,
 ) -> Chunk:
-    """Simulate customers ``first .. first + n - 1``; deterministic in (seed, chunk, mix)."""
+    """Simulate customers ``first .. first + n - 1``; deterministic in (seed, chunk, mix,
+    drift_share).
+
+    ``drift_share`` of the customers who trade (not vip, not dormant) drift to sleep:
+    from a month drawn for each, their trades thin out over ``DRIFT_FADE_MONTHS`` and
+    stop, and their assets are withdrawn a fifth a month down to a quarter. The draws
+    come from a stream of their own, so the other customers' rows are the same as
+    without drift.
+    """
     rng = np.random.default_rng([seed, chunk])
     n_months = len(ends)
     starts = ends.astype("datetime64[M]").astype("datetime64[D]")
@@ -256,6 +270,23 @@ def simulate_chunk(
         withdrawals[:, m] = withdraw
         prev = net[:, m]
 
+    # --- customers who drift to sleep (their own random stream)
+    drift_rng = np.random.default_rng([seed, chunk, 2])
+    can_drift = ~(is_type["vip"] | is_type["dormant"]) & (n_months >= DRIFT_MIN_MONTHS)
+    drifts = can_drift & (drift_rng.random(n) < drift_share)
+    # late enough to have a history, early enough to go dormant within the data
+    drift_start = drift_rng.integers(2, max(n_months - DRIFT_FADE_MONTHS - 12, 3), n)
+    since = np.arange(n_months)[None, :] - drift_start[:, None]  # months into the drift
+    keep_trades = np.where(
+        drifts[:, None] & (since >= 0),
+        np.where(since < DRIFT_FADE_MONTHS, 0.6 ** (since + 1), 0.0),
+        1.0,
+    )
+    kept_assets = np.where(drifts[:, None] & (since >= 0), np.maximum(0.8 ** (since + 1), 0.25), 1)
+    removed = net * (1 - kept_assets)
+    drift_withdrawals = np.maximum(np.diff(removed, axis=1, prepend=0.0), 0.0)
+    net = net - removed
+
     # --- month-end balances per account
     margin_on = (
         has_margin[:, None]
@@ -327,6 +358,8 @@ def simulate_chunk(
     quantity = np.maximum(np.round(wanted / (price * multiplier) / lot), 1) * lot
     amount = np.round(quantity * price * multiplier, 2)
     side = rng.random(n_trades) < 0.5  # True = sell
+    # a drifting customer's trades thin out (drawn after every other trade draw)
+    kept = drift_rng.random(n_trades) < keep_trades[t_cust, t_month]
     trades = pd.DataFrame(
         {
             "trade_no": np.arange(n_trades, dtype=np.int64),
@@ -370,7 +403,7 @@ def simulate_chunk(
                 "trade_no": trades["trade_no"].to_numpy()[mask],
             }
         )
-        for name, mask, value in per_trade
+        for name, mask, value in ((name, mask & kept, value) for name, mask, value in per_trade)
     ]
     ci, mi = np.nonzero(margin_debt > 1.0)
     fee_parts.append(
@@ -403,6 +436,12 @@ def simulate_chunk(
     )
     fees = pd.concat(fee_parts, ignore_index=True)
     fees["account_kind"] = fees["account_kind"].astype(np.int8)
+    # drop the thinned-out trades, numbering the rest without gaps
+    renumbered = np.cumsum(kept) - 1
+    trades = trades[kept].reset_index(drop=True)
+    trades["trade_no"] = np.arange(len(trades), dtype=np.int64)
+    of_trade = fees["trade_no"].to_numpy() >= 0
+    fees.loc[of_trade, "trade_no"] = renumbered[fees["trade_no"].to_numpy()[of_trade]]
 
     # --- cash flows: the month's deposit and withdrawal, each on a day in the month
     flow_parts = []
@@ -427,6 +466,20 @@ def simulate_chunk(
                 }
             )
         )
+    # the drifting customers' withdrawals, a flow of their own each month
+    di, dm = np.nonzero(np.round(drift_withdrawals, 2) > 0)
+    flow_parts.append(
+        pd.DataFrame(
+            {
+                "customer": first + di,
+                "account_kind": np.int8(0),
+                "flow_date": starts[dm]
+                + (drift_rng.random(len(di)) * days_in_month[dm]).astype(int),
+                "direction": "out",
+                "amount": np.round(drift_withdrawals[di, dm], 2),
+            }
+        )
+    )
     cash_flows = pd.concat(flow_parts, ignore_index=True).sort_values(
         ["customer", "flow_date", "direction"], kind="stable", ignore_index=True
     )
@@ -480,6 +533,8 @@ def simulate_chunk(
             "latent_type": names[kind],
             "expected_tier": tiers[kind],
             "is_whale": whale,
+            # the month (0 = the first) from which the customer drifts to sleep; -1: never
+            "drift_start_month": np.where(drifts, drift_start, -1),
         }
     )
     return Chunk(accounts, trades, fees, balances, cash_flows, truth)
@@ -568,13 +623,17 @@ def generate(
     dirty: bool = False,
     monthly_files: bool = False,
     mix: dict[str, float] | None = None,
+    drift_share: float = 0.0,
 ) -> dict[str, int]:
     """Write a landing folder to ``out``; return the row count written per table.
 
     ``monthly_files`` splits the dated tables into one file per calendar month;
-    ``mix`` replaces the types' default shares (see :func:`type_shares`).
+    ``mix`` replaces the types' default shares (see :func:`type_shares`);
+    ``drift_share`` of the trading customers drift to sleep (:func:`simulate_chunk`).
     """
     type_shares(mix)  # a bad mix fails before anything is written
+    if not 0 <= drift_share <= 1:
+        raise ValueError(f"--drift-share must be between 0 and 1, not {drift_share}")
     if customers < 1 or months < 2 or parts < 1:
         raise ValueError("need customers >= 1, months >= 2 and parts >= 1")
     if monthly_files and parts > 1:
@@ -602,7 +661,7 @@ def generate(
         for chunk in range(n_chunks):
             first = chunk * CHUNK_CUSTOMERS
             size = min(CHUNK_CUSTOMERS, customers - first)
-            data = simulate_chunk(seed, chunk, first, size, ends, end, mix)
+            data = simulate_chunk(seed, chunk, first, size, ends, end, mix, drift_share)
             _stage(con, data, counters, customers, parts, first == 0)
             del data
         _stage_managers(con, seed, parts)
@@ -614,7 +673,7 @@ def generate(
                 written[table] = _export(con, table, out, fmt, parts)
         con.execute(
             f"copy (select {CUSTOMER_ID} as customer_id, latent_type, expected_tier, "
-            f"is_whale from truth) to '{out / '_truth.csv'}' (header)"
+            f"is_whale, drift_start_month from truth) to '{out / '_truth.csv'}' (header)"
         )
         con.close()
     finally:
@@ -787,6 +846,14 @@ def main(argv: list[str] | None = None) -> int:
         "vip=0.03,potential=0.1,active_trader=0.12,ordinary=0.2,low_activity=0.3,dormant=0.25 "
         "(types: " + ", ".join(t.name for t in CUSTOMER_TYPES) + "; default: their shares)",
     )
+    parser.add_argument(
+        "--drift-share",
+        type=float,
+        default=0.0,
+        help="share of the trading customers (not vip, not dormant) who drift to sleep: "
+        f"trades fading out over {DRIFT_FADE_MONTHS} months, assets withdrawn; needs "
+        f"--months >= {DRIFT_MIN_MONTHS} (default 0; _truth.csv's drift_start_month)",
+    )
     args = parser.parse_args(argv)
     started = time.perf_counter()
     try:
@@ -802,6 +869,7 @@ def main(argv: list[str] | None = None) -> int:
             args.dirty,
             args.monthly_files,
             mix,
+            args.drift_share,
         )
     except ValueError as error:
         parser.error(str(error))

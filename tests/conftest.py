@@ -117,7 +117,12 @@ def tree_digest(folder: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def clean_landing(tmp_path_factory) -> Path:
-    return make_landing(tmp_path_factory.mktemp("clean"))
+    """A clean book without the optional managers file (a broker may not keep one: the
+    service desk marts still build, tests/test_service_desk.py); the dirty and other
+    books have one."""
+    landing = make_landing(tmp_path_factory.mktemp("clean"))
+    (landing / "managers.csv").unlink()
+    return landing
 
 
 @pytest.fixture(scope="session")

@@ -97,6 +97,17 @@ def test_service_plans_unknown_tier_code(tmp_path):
     assert str(path) in str(error.value)
 
 
+def test_service_plans_hours_per_contact_defaults_to_one_hour(tmp_path):
+    document = _plans_document()
+    del document["tiers"]["potential"]["hours_per_contact"]
+    plans = load_service_plans(_write_plans(tmp_path, document)).set_index("tier")
+    assert plans.loc["potential", "hours_per_contact"] == 1.0
+    assert (
+        plans.loc["vip", "hours_per_contact"]
+        == _plans_document()["tiers"]["vip"]["hours_per_contact"]
+    )
+
+
 def test_service_plans_tier_given_twice(tmp_path):
     path = tmp_path / "service_plans.yml"
     text = SERVICE_PLANS_PATH.read_text(encoding="utf-8")
@@ -114,6 +125,8 @@ def test_service_plans_tier_given_twice(tmp_path):
         ("service_time_share", 1.5, "service_time_share"),
         ("contacts_per_year", -1, "contacts_per_year"),
         ("display_name", "  ", "display_name"),
+        ("hours_per_contact", "an hour", "hours_per_contact"),
+        ("hours_per_contact", -0.5, "hours_per_contact"),
     ],
 )
 def test_service_plans_bad_field(tmp_path, field, value, message):
@@ -374,7 +387,11 @@ def audit(warehouse, overrides, tmp_path_factory) -> pd.DataFrame:
 def test_service_plans_table_is_the_file(warehouse, audit):
     with duckdb.connect(str(warehouse), read_only=True) as con:
         table = con.execute("select * from tiers.service_plans order by tier_rank").df()
-    pd.testing.assert_frame_equal(table, load_service_plans(), check_dtype=False)
+    plans = load_service_plans()
+    pd.testing.assert_frame_equal(table[plans.columns], plans, check_dtype=False)
+    # and the monthly hours a customer of the tier asks for
+    hours = plans["contacts_per_year"] * plans["hours_per_contact"] / 12
+    assert table["contact_hours_per_customer_month"].tolist() == pytest.approx(hours.tolist())
 
 
 def test_override_is_applied_and_visible(audit, overrides):

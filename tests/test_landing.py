@@ -35,10 +35,11 @@ def test_missing_required_table_is_named(landing):
         discover(landing)
 
 
-def test_optional_table_may_be_absent(landing):
-    (landing / "cash_flows.csv").unlink()
+@pytest.mark.parametrize("table", ["cash_flows", "managers"])
+def test_optional_table_may_be_absent(landing, table):
+    (landing / f"{table}.csv").unlink()
     con = landed(landing)
-    assert con.execute("select count(*) from raw.cash_flows").fetchone() == (0,)
+    assert con.execute(f"select count(*) from raw.{table}").fetchone() == (0,)
 
 
 def test_missing_required_column_names_file_and_column(landing):

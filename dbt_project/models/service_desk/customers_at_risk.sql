@@ -5,7 +5,8 @@
 --   at_risk_idle_gap_factor times the customer's usual gap between trades in the
 --   window (a monthly trader quiet for a quarter, a yearly one not yet);
 -- * falling: trailing-window trades and net assets both fell at every one of
---   the last at_risk_falling_months month-ends.
+--   the last at_risk_falling_months month-ends, the trades by at least
+--   at_risk_min_fall_share over them.
 -- months_until_dormant is at the current pace: for a customer with no trade in
 -- the last month, the months until the dormant rule's recency (the scoring
 -- model's dormant_min_recency_days) if they stay idle; for one still trading
@@ -92,7 +93,9 @@ flagged as (
         and trends.recency_days >= {{ var('at_risk_min_idle_days') }}
         and trends.recency_days >= {{ var('at_risk_idle_gap_factor') }} * trends.usual_gap_days
             as is_gone_quiet,
-        trends.falling_in_a_row = {{ falling_months }} as is_falling
+        trends.falling_in_a_row = {{ falling_months }}
+        and trends.trade_count_before - trends.trade_count
+        >= {{ var('at_risk_min_fall_share') }} * trends.trade_count_before as is_falling
     from trends
     inner join tiers
         on trends.customer_id = tiers.customer_id

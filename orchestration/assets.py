@@ -51,7 +51,7 @@ from dagster import (
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 from pydantic import Field
 
-from ml import MODEL_TABLES, NamingRules, TieringModel
+from ml import MODEL_TABLES, TIERS, NamingRules, TieringModel
 from orchestration import config_files, publish, runlock
 from orchestration.config import (
     DBT_PROJECT_DIR,
@@ -632,7 +632,9 @@ def _gate_check(
 
 
 def _published_tier_metadata(warehouse: Path) -> dict[str, Any]:
-    """Tier sizes and the latest migration matrix; nothing for a run that graded nothing."""
+    """Tier sizes and the latest migration matrix as tables, and as numbers the UI plots
+    over runs: each tier's customers and share, the fit's KMO and silhouette, the share
+    of customers who changed tier. Nothing for a run that graded nothing."""
     with duckdb.connect(str(warehouse), read_only=True) as con:
         if not table_exists(con, "tiers", "customer_tiers"):
             return {}
@@ -645,6 +647,12 @@ def _published_tier_metadata(warehouse: Path) -> dict[str, Any]:
             "select from_tier, to_tier, customers from tiers.tier_migrations "
             "where as_of_date = (select max(as_of_date) from tiers.customer_tiers)"
         ).df()
+        # the fit that graded the published month-end (a score-only month: the last one)
+        fit = con.execute(
+            "select kmo, silhouette from tiers.model_runs "
+            "where as_of_date <= (select max(as_of_date) from tiers.customer_tiers) "
+            "order by as_of_date desc, run_id desc limit 1"
+        ).fetchone()
     matrix = (
         migrations.pivot_table(
             index="from_tier", columns="to_tier", values="customers", aggfunc="sum", fill_value=0
@@ -652,8 +660,24 @@ def _published_tier_metadata(warehouse: Path) -> dict[str, Any]:
         if len(migrations)
         else "no customers"
     )
+    total = int(sizes["customers"].sum())
+    by_tier = dict(zip(sizes["tier"], sizes["customers"], strict=True))
+    graded_before = migrations[migrations["from_tier"].isin(TIERS)]
+    changed = graded_before.loc[graded_before["from_tier"] != graded_before["to_tier"], "customers"]
     return {
-        "customers": int(sizes["customers"].sum()),
+        "customers": total,
+        **{f"customers {tier}": int(by_tier.get(tier, 0)) for tier in TIERS},
+        **{f"share {tier}": by_tier.get(tier, 0) / total if total else 0.0 for tier in TIERS},
+        **(
+            {"kmo": float(fit[0]), "silhouette": float(fit[1])}
+            if fit and fit[0] is not None and fit[1] is not None
+            else {}
+        ),
+        **(
+            {"changed tier share": float(changed.sum() / graded_before["customers"].sum())}
+            if len(graded_before)
+            else {}
+        ),
         "tier sizes": MetadataValue.md(sizes.to_markdown(index=False)),
         "migration matrix": MetadataValue.md(matrix),
     }

@@ -6,7 +6,7 @@ OLD_DUCKDB := 1.1.3
 BIN := $(VENV)/bin
 export DO_NOT_TRACK := 1
 
-.PHONY: setup run dev test lint sample bench docs clean
+.PHONY: setup run dev test lint sample bench docs dashboard clean
 
 setup: $(VENV)/.installed
 
@@ -62,6 +62,9 @@ docs: setup  ## the dbt docs site of the published warehouse (TIERS_WAREHOUSE): 
 		status=$$?; rm -rf $(dir $(DOCS_COPY)); exit $$status
 	@echo "Docs site: open $(DOCS_DIR)/static_index.html, or serve it on http://localhost:8080 with"
 	@echo "  $(BIN)/dbt docs serve --project-dir dbt_project --profiles-dir dbt_project --target-path target/docs"
+
+dashboard: setup  ## the tier dashboard of the published warehouse (TIERS_WAREHOUSE): one HTML file per run
+	$(BIN)/python -m orchestration.dashboard
 
 clean:
 	rm -rf data dbt_project/target dbt_project/logs .pytest_cache

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pandas as pd
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -52,7 +53,7 @@ from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_as
 from pydantic import Field
 
 from ml import MODEL_TABLES, TIERS, NamingRules, TieringModel
-from orchestration import config_files, publish, runlock
+from orchestration import charts, config_files, publish, runlock
 from orchestration.config import (
     DBT_PROJECT_DIR,
     ConfigError,
@@ -432,6 +433,11 @@ def tier_model(context: AssetExecutionContext, config: GradingConfig, tiers: Tie
         "model_k_diagnostics": {
             **common,
             "k diagnostics": MetadataValue.md(fit.k_diagnostics.round(4).to_markdown(index=False)),
+            "k diagnostics chart": MetadataValue.md(
+                charts.png_markdown(
+                    charts.k_diagnostics_figure(fit.k_diagnostics), f"k diagnostics, {as_of}"
+                )
+            ),
         },
         "model_segments": {
             **common,
@@ -644,9 +650,11 @@ def _published_tier_metadata(warehouse: Path) -> dict[str, Any]:
             "from tiers.customer_tiers group by tier order by min(tier_rank)"
         ).df()
         migrations = con.execute(
-            "select from_tier, to_tier, customers from tiers.tier_migrations "
+            "select from_as_of_date, as_of_date, from_tier, to_tier, customers "
+            "from tiers.tier_migrations "
             "where as_of_date = (select max(as_of_date) from tiers.customer_tiers)"
         ).df()
+        profiles = con.execute("select * from tiers.tier_profiles order by as_of_date").df()
         # the fit that graded the published month-end (a score-only month: the last one)
         fit = con.execute(
             "select kmo, silhouette from tiers.model_runs "
@@ -680,7 +688,40 @@ def _published_tier_metadata(warehouse: Path) -> dict[str, Any]:
         ),
         "tier sizes": MetadataValue.md(sizes.to_markdown(index=False)),
         "migration matrix": MetadataValue.md(matrix),
+        **_grading_charts(profiles, graded_before),
     }
+
+
+def _grading_charts(profiles: pd.DataFrame, migrations: pd.DataFrame) -> dict[str, Any]:
+    """The grading as pictures (PNG in Markdown): tier sizes over time, the latest
+    month-end's tier profiles, and its migration matrix when a month-end precedes it."""
+    if profiles.empty:
+        return {}
+    last = profiles["as_of_date"].max()
+    latest = pd.Timestamp(last).date()
+    shown = {
+        "tier sizes chart": charts.png_markdown(
+            charts.tier_sizes_figure(profiles), "customers and revenue per tier over time"
+        ),
+        "tier profiles chart": charts.png_markdown(
+            charts.profiles_figure(profiles[profiles["as_of_date"] == last]),
+            f"tier profiles at {latest}",
+        ),
+    }
+    if len(migrations):
+        previous = pd.Timestamp(migrations["from_as_of_date"].iloc[0]).date()
+        matrix = (
+            migrations.pivot_table(
+                index="from_tier", columns="to_tier", values="customers", aggfunc="sum"
+            )
+            .reindex(index=list(TIERS), columns=list(TIERS))
+            .fillna(0)
+            .astype(int)
+        )
+        shown["migration matrix chart"] = charts.png_markdown(
+            charts.migration_figure(matrix, previous, latest), f"migrations to {latest}"
+        )
+    return {name: MetadataValue.md(image) for name, image in shown.items()}
 
 
 @asset(

@@ -375,8 +375,8 @@ def check_volumes(
             )
     if problems:
         raise LandingError(
-            "; ".join(problems) + ". A truncated or partial extract? Nothing was published; "
-            "deliver the files whole, or, if the change is real, run once with the bound "
+            "; ".join(problems) + ". A truncated or partial extract? Deliver the files whole, "
+            "or, if the change is real, run once with the bound "
             "raised (e.g. TIERS_MAX_ROW_DROP=1)"
         )
 

@@ -8,6 +8,7 @@ models (dbt_project/models/tiers/_tiers__unit_tests.yml).
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import shutil
 
@@ -102,13 +103,24 @@ def test_the_sql_scores_equal_pythons_assignments(graded):
         path,
         """select count(*), count(*) filter (where s.segment = a.segment
                                            and s.model_tier = a.model_tier)
-           from tiers.customer_scores as s
-           full outer join (select * from tiers.customer_assignments where as_of_date = ?) as a
+           from (select * from tiers.customer_scores where as_of_date = $1) as s
+           full outer join (select * from tiers.customer_assignments where as_of_date = $1) as a
            using (customer_id)""",
         [OCTOBER],
     )
     ((n, agree),) = both
     assert n > 0 and agree == n
+
+
+def test_the_sql_scores_keep_every_graded_month_end(graded):
+    """September's run graded every month-end up to September, October's run October
+    alone: the scorer's tables still hold every month-end of the history."""
+    path, _ = graded
+    months = "select distinct as_of_date from tiers.{} order by 1"
+    history = query(path, months.format("customer_tier_history"))
+    assert len(history) > 2
+    assert query(path, months.format("customer_scores")) == history
+    assert query(path, months.format("customer_factor_scores")) == history
 
 
 def test_the_published_tables_show_the_published_tier(graded):
@@ -496,3 +508,29 @@ def test_a_corrected_file_rebuilds_the_month_ends_it_changed_and_regrades_from_t
     indicators = "select * from marts.customer_indicators order by customer_id, as_of_date"
     assert query(copy, indicators) == query(full, indicators)
     assert query(path, indicators) != query(copy, indicators)  # the stale numbers are gone
+
+
+def test_the_published_metadata_plots_the_grading(graded):
+    """Numbers the UI plots over runs (tier sizes and shares, KMO, silhouette, changed
+    share) and the charts as PNG images, on the publish and the k diagnostics."""
+    path, result = graded
+    metadata = {
+        event.asset_key.to_user_string(): event.step_materialization_data.materialization.metadata
+        for event in result.get_asset_materialization_events()
+    }
+    published = metadata["published_warehouse"]
+    sizes = {tier: published[f"customers {tier}"].value for tier in TIERS}
+    (graded_customers,) = query(path, "select count(*) from tiers.customer_tiers")[0]
+    assert sum(sizes.values()) == published["customers"].value == graded_customers
+    assert sum(published[f"share {tier}"].value for tier in TIERS) == pytest.approx(1)
+    assert 0 < published["kmo"].value <= 1 and -1 <= published["silhouette"].value <= 1
+    assert 0 <= published["changed tier share"].value <= 1
+    charts = [
+        published["tier sizes chart"],
+        published["tier profiles chart"],
+        published["migration matrix chart"],
+        metadata["tiers/model_k_diagnostics"]["k diagnostics chart"],
+    ]
+    for chart in charts:
+        prefix, _, encoded = chart.value.partition("(data:image/png;base64,")
+        assert prefix.startswith("![") and base64.b64decode(encoded.rstrip(")"))[:4] == b"\x89PNG"

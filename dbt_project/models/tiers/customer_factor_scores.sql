@@ -2,6 +2,14 @@
 -- tables of the latest fit on or before that month-end: the SQL replay of
 -- ml.TieringModel.transform (IndicatorPreprocessor, then FactorAnalyzer). One
 -- row per customer and factor, dormant-rule customers included.
+-- Incremental by month-end: a run replaces the month-ends it grades and keeps
+-- the others, so the table holds every graded month-end whatever the run order.
+{{ config(
+    materialized='incremental',
+    incremental_strategy='delete+insert',
+    unique_key='as_of_date',
+    on_schema_change='fail',
+) }}
 
 with
 

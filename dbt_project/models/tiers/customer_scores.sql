@@ -2,6 +2,14 @@
 -- model tables of the latest fit on or before that month-end: the SQL replay of
 -- ml.TieringModel.assign (dormant rule, then the nearest centroid, then the
 -- naming map). Agrees with Python for every customer (tests/test_sql_scoring.py).
+-- Incremental by month-end: a run replaces the month-ends it grades and keeps
+-- the others, so the table holds every graded month-end whatever the run order.
+{{ config(
+    materialized='incremental',
+    incremental_strategy='delete+insert',
+    unique_key='as_of_date',
+    on_schema_change='fail',
+) }}
 
 with
 
@@ -17,6 +25,7 @@ customers as (
 
 factor_scores as (
     select * from {{ ref('customer_factor_scores') }}
+    where {{ is_graded('as_of_date') }}
 ),
 
 dormant_rule as (

@@ -21,6 +21,7 @@ with
 
 scores as (
     select * from {{ ref('customer_scores') }}
+    where {{ is_graded('as_of_date') }}
 ),
 
 -- Python's drivers and reason, for the months it fitted a model on (none in a

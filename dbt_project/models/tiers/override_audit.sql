@@ -30,6 +30,7 @@ overrides as (
 graded_customers as (
     select customer_id, as_of_date, model_tier
     from {{ ref('customer_scores') }}
+    where {{ is_graded('as_of_date') }}
 ),
 
 -- In force this month: a customer_id, and not expired (a valid_until that is

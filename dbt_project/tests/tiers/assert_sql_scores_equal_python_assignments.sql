@@ -17,6 +17,7 @@ with
 
 scores as (
     select * from {{ ref('customer_scores') }}
+    where {{ is_graded('as_of_date') }}
 ),
 
 used_models as (

@@ -9,6 +9,7 @@ history as (
 
 scores as (
     select customer_id, as_of_date from {{ ref('customer_scores') }}
+    where {{ is_graded('as_of_date') }}
 )
 
 select

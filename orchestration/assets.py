@@ -38,10 +38,12 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     AssetKey,
+    AssetMaterialization,
     AssetSpec,
     Config,
     ConfigurableResource,
     DagsterRun,
+    DynamicPartitionsDefinition,
     Failure,
     MaterializeResult,
     MetadataValue,
@@ -95,6 +97,23 @@ TIER_MODELS = "path:models/tiers path:models/service_desk"
 SNAPSHOT_SCHEMAS = ("tiers", "marts")
 #: Tables the model asset writes (one set of rows per fitted month-end).
 FIT_TABLES = (*MODEL_TABLES, "model_runs", "model_k_diagnostics")
+#: Every graded month-end is a partition, added when a publish first holds it.
+MONTH_ENDS = DynamicPartitionsDefinition(name="month_end")
+#: The published grading of each month-end: one partition per month-end, materialised
+#: by the publish of every run that graded it (its tier sizes and the run). Runs are
+#: not launched per partition: which month-ends a run grades is known only once it has
+#: landed the files (late data, completeness; docs/operations.md), and each month's
+#: grading depends on the one before it (warm start, hysteresis), so a run grades a
+#: range in order and this asset shows what each month-end got.
+graded_month_ends = AssetSpec(
+    AssetKey(["tiers", "graded_month_ends"]),
+    partitions_def=MONTH_ENDS,
+    group_name="tiers",
+    deps=[AssetKey(["published_warehouse"])],
+    description="Each graded month-end as a partition: materialised by the publish of the "
+    "runs that graded it, with its tier sizes. Re-grade from the launchpad with the tag "
+    "tiers/grade_from=YYYY-MM, or python -m orchestration run --from YYYY-MM / --backfill.",
+)
 
 
 class TiersResource(ConfigurableResource):
@@ -779,4 +798,34 @@ def published_warehouse(context: AssetExecutionContext, tiers: TiersResource) ->
     if schemas:
         publish.point_latest(root, run_id)
     runlock.release(warehouse, f"Dagster run {context.run.run_id}")
+    _record_graded_month_ends(context, warehouse)
     return MaterializeResult(metadata={**metadata, **_published_tier_metadata(warehouse)})
+
+
+def _record_graded_month_ends(context: AssetExecutionContext, warehouse: Path) -> None:
+    """Materialise the ``graded_month_ends`` partition of each month-end this run graded."""
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        months = recorded_grading(con, context.run.run_id)
+        if not months:
+            return
+        sizes = con.execute(
+            "select as_of_date, tier, count(*) from tiers.customer_tier_history "
+            "where as_of_date between ? and ? group by all",
+            [months[0], months[-1]],
+        ).fetchall()
+    keys = [month.isoformat() for month in months]
+    known = set(context.instance.get_dynamic_partitions(MONTH_ENDS.name))
+    context.instance.add_dynamic_partitions(MONTH_ENDS.name, [k for k in keys if k not in known])
+    for month, key in zip(months, keys, strict=True):
+        by_tier = {tier: customers for day, tier, customers in sizes if day == month}
+        context.log_event(
+            AssetMaterialization(
+                asset_key=graded_month_ends.key,
+                partition=key,
+                metadata={
+                    "customers": sum(by_tier.values()),
+                    **{f"customers {tier}": by_tier.get(tier, 0) for tier in TIERS},
+                    "graded in run": context.run.run_id,
+                },
+            )
+        )

@@ -250,9 +250,15 @@ def score_in_sql(warehouse: Path, grading_month: dt.date) -> tuple[pd.DataFrame,
         text=True,
     )
     assert done.returncode == 0, done.stdout[-4000:]
+    # the scorer's tables keep every month-end scored before: this one's rows
     with duckdb.connect(str(warehouse), read_only=True) as con:
-        scores = con.execute("select * from tiers.customer_scores order by customer_id").df()
-        factors = con.execute("select * from tiers.customer_factor_scores").df()
+        scores = con.execute(
+            "select * from tiers.customer_scores where as_of_date = ? order by customer_id",
+            [grading_month],
+        ).df()
+        factors = con.execute(
+            "select * from tiers.customer_factor_scores where as_of_date = ?", [grading_month]
+        ).df()
     wide = factors.pivot(index="customer_id", columns="factor", values="score")
     return scores.set_index("customer_id"), wide
 

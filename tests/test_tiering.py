@@ -534,3 +534,19 @@ def test_the_published_metadata_plots_the_grading(graded):
     for chart in charts:
         prefix, _, encoded = chart.value.partition("(data:image/png;base64,")
         assert prefix.startswith("![") and base64.b64decode(encoded.rstrip(")"))[:4] == b"\x89PNG"
+
+
+def test_each_month_end_the_run_graded_is_a_partition_of_the_graded_month_ends(graded):
+    path, result = graded
+    events = [
+        event
+        for event in result.get_asset_materialization_events()
+        if event.asset_key.to_user_string() == "tiers/graded_month_ends"
+    ]
+    assert [event.partition for event in events] == [OCTOBER.isoformat()]  # October's run
+    metadata = events[0].step_materialization_data.materialization.metadata
+    (customers,) = query(
+        path, "select count(*) from tiers.customer_tier_history where as_of_date = ?", [OCTOBER]
+    )[0]
+    assert metadata["customers"].value == customers
+    assert sum(metadata[f"customers {tier}"].value for tier in TIERS) == customers

@@ -175,7 +175,7 @@ def test_at_risk_rows_carry_their_trend_and_are_never_sleeping(desk):
     assert len(rows) > 0 and (rows["tier"] != "sleeping").all()
     quiet = rows[rows["is_gone_quiet"]]
     assert (quiet["recency_days"] >= 120).all()
-    assert (quiet["recency_days"] >= 6 * quiet["usual_gap_days"] - 1e-9).all()
+    assert (quiet["recency_days"] >= 8 * quiet["usual_gap_days"] - 1e-9).all()
     falling = rows[rows["is_falling"]]
     assert (falling["trade_count"] <= 0.75 * falling["trade_count_before"]).all()
     assert (falling["net_assets"] < falling["net_assets_before"]).all()

@@ -491,21 +491,26 @@ def test_python_and_sql_disagreeing_stops_the_publish(graded, clean_landing, mon
     assert digest(warehouse) == before
 
 
-def test_every_tiers_column_is_described_in_the_dbt_manifest(graded):
-    """BI users read the tiers schema through the dbt docs: each column of each table,
-    the dbt models' and the Python-written sources' alike, has a description."""
+def test_every_tiers_and_marts_column_is_described_in_the_dbt_manifest(graded):
+    """BI users read the tiers and marts schemas (the service desk's included) through
+    the dbt docs: each column of each table, the dbt models' and the Python-written
+    sources' alike, has a description."""
     import json
 
     manifest = json.loads(prepare_manifest().read_text())
     described = {
-        node["name"]: {name for name, column in node["columns"].items() if column["description"]}
+        (node["schema"], node["name"]): {
+            name for name, column in node["columns"].items() if column["description"]
+        }
         for node in [*manifest["nodes"].values(), *manifest["sources"].values()]
-        if node.get("schema") == "tiers" and node["resource_type"] in ("model", "source")
+        if node.get("schema") in ("tiers", "marts") and node["resource_type"] in ("model", "source")
     }
     columns = query(
         graded[0],
-        "select table_name, column_name from information_schema.columns "
-        "where table_schema = 'tiers'",
+        "select table_schema, table_name, column_name from information_schema.columns "
+        "where table_schema in ('tiers', 'marts')",
     )
-    assert {table for table, _ in columns} <= set(described)
-    assert [(t, c) for t, c in columns if c not in described[t]] == []
+    tables = {(schema, table) for schema, table, _ in columns}
+    assert ("marts", "customers_at_risk") in tables
+    assert tables <= set(described)
+    assert [(s, t, c) for s, t, c in columns if c not in described[s, t]] == []

@@ -167,7 +167,8 @@ def run_job(
         keys = {
             key
             for assets in definitions.assets
-            if assets.node_def.name in subset
+            # an AssetSpec (tiers/graded_month_ends) runs no node of its own
+            if getattr(assets, "node_def", None) and assets.node_def.name in subset
             for key in assets.keys
         }
         chosen = chosen.get_subset(asset_selection=keys)

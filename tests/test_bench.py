@@ -157,6 +157,7 @@ def test_history_holds_all_but_the_new_month_and_the_other_folder_everything(tmp
             "balances",
             "cash_flows",
             "fees",
+            "managers.csv",
             "trades",
         ]
         assert (folder / "accounts.csv").read_bytes() == (generated / "accounts.csv").read_bytes()

@@ -11,10 +11,13 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from orchestration.landing import SNAPSHOT_TABLES
 from tests.conftest import build, dbt, make_landing, query
 
 FACT_TABLES = ("trades", "fees", "balances", "cash_flows")
 STAGING = ("accounts", *FACT_TABLES)
+#: The snapshot tables' part files, landed whole by every load.
+SNAPSHOTS = {f"{table}/part-0000{i}.csv" for table in SNAPSHOT_TABLES for i in range(3)}
 QUARANTINE = """select source_table, source_file, source_row, source_line, rule, rules,
                        reason, record
                 from audit.quarantine"""
@@ -119,11 +122,11 @@ def two_loads(all_parts, tmp_path_factory) -> TwoLoads:
 def test_a_new_file_is_landed_alone_and_the_result_equals_a_full_load(two_loads, full_load):
     warehouse = two_loads.warehouse
 
-    # the second load read the new parts, the accounts and the files with rows to
-    # judge again (dated after the first load's day, orphans, duplicates), no other
+    # the second load read the new parts, the snapshots (accounts, managers) and the
+    # files with rows to judge again (dated after the first load's day, orphans,
+    # duplicates), no other
     new_parts = {f"{table}/part-00002.csv" for table in FACT_TABLES}
-    accounts = {f"accounts/part-0000{i}.csv" for i in range(3)}
-    assert landed_by_latest_load(warehouse) == new_parts | accounts | two_loads.first_unsettled
+    assert landed_by_latest_load(warehouse) == new_parts | SNAPSHOTS | two_loads.first_unsettled
     accepted = query(warehouse, "select sum(accepted_rows) from audit.load_reconciliation")[0][0]
     assert accepted > two_loads.first_accepted
     assert contents(warehouse) == contents(full_load)
@@ -138,8 +141,7 @@ def test_an_unchanged_folder_lands_only_what_may_change_and_changes_nothing(
 
     load(all_parts, warehouse)
 
-    accounts = {f"accounts/part-0000{i}.csv" for i in range(3)}
-    assert landed_by_latest_load(warehouse) == accounts | unsettled
+    assert landed_by_latest_load(warehouse) == SNAPSHOTS | unsettled
     assert query(warehouse, "select files_kept from raw.latest_load")[0][0] > 0
     assert contents(warehouse) == before
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,7 @@ from pathlib import Path
 
 import duckdb
 
+from benchmarks.bench import job_environment
 from seeds.generate import generate
 
 END_DATE = dt.date(2026, 10, 31)
@@ -172,12 +172,8 @@ def grade_book(book: Book, folder: Path) -> Path:
         mix=book.mix,
         drift_share=book.drift_share,
     )
-    warehouse = folder / "warehouse.duckdb"
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("TIERS_", "DAGSTER_HOME"))},
-        "DO_NOT_TRACK": "1",
-        "TIERS_RAW_DIR": str(landing),
-        "TIERS_WAREHOUSE": str(warehouse),
+        **job_environment(landing, folder),
         # an earlier month-end's failed gate only warns; the latest's is the one
         # that blocks, and a synthetic book is graded here to measure, not to publish
         "TIERS_ACCEPT_GRADING": "1",
@@ -190,7 +186,7 @@ def grade_book(book: Book, folder: Path) -> Path:
             f"{book.name}: the job failed (exit {done.returncode}):\n"
             f"{done.stdout[-3000:]}{done.stderr[-3000:]}"
         )
-    return warehouse
+    return Path(env["TIERS_WAREHOUSE"])
 
 
 def main(argv: list[str] | None = None) -> int:

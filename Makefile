@@ -33,8 +33,11 @@ dev: setup  ## the Dagster UI on http://localhost:3000 (runs and schedules kept 
 	$(BIN)/python -c 'from orchestration.config import prepare_manifest; prepare_manifest()'
 	PATH=$(CURDIR)/$(BIN):$$PATH DAGSTER_HOME=$(DAGSTER_HOME) $(BIN)/dagster dev -m orchestration.definitions
 
+# test processes (pytest-xdist): one per core; a test module runs whole in one of them
+TEST_WORKERS ?= 2
+
 test: setup lint  ## every test: generator, landing, dbt build on clean and dirty data
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 lint: setup  ## ruff; sqlfluff over the dbt models and tests (compiled against an in-memory DuckDB)
 	$(BIN)/ruff check .

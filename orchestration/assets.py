@@ -55,7 +55,7 @@ from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_as
 from pydantic import Field
 
 from ml import MODEL_TABLES, TIERS, NamingRules, TieringModel
-from orchestration import charts, config_files, publish, runlock
+from orchestration import charts, config_files, dagster_storage, publish, runlock
 from orchestration.config import (
     DBT_PROJECT_DIR,
     ConfigError,
@@ -81,6 +81,9 @@ from orchestration.tiering import (
     table_exists,
     upgrade_tier_tables,
 )
+
+#: Dagster's SQLite run storage without a disk flush per event (TIERS_DAGSTER_SQLITE_SYNC)
+STORAGE_SYNC_MODE = dagster_storage.SYNC_MODE
 
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
 dbt_project.prepare_if_dev()
@@ -424,7 +427,13 @@ def tier_model(context: AssetExecutionContext, config: GradingConfig, tiers: Tie
     with duckdb.connect(str(tiers.build(context.run.run_id))) as con:
         # in order: each month's fit is warm-started from the one before it
         for month in months:
-            fit = fit_month(con, month, config.model(), orchestrator_run_id=context.run.run_id)
+            fit = fit_month(
+                con,
+                month,
+                config.model(),
+                orchestrator_run_id=context.run.run_id,
+                diagnose=month == months[-1],
+            )
     context.log.info(
         f"fitted {len(months)} month-end(s), {months[0]} to {months[-1]}; the metadata "
         f"describes the latest"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
+import fcntl
 import os
 import subprocess
 import sys
@@ -164,8 +165,17 @@ def prepare_manifest() -> Path:
     Dagster reads the dbt project from this manifest at import time; ``dagster
     dev`` prepares it itself, everything else (the CLI, tests, CI) calls this first.
     Raises :class:`ConfigError` with dbt's output when the project does not parse.
+    Processes that call it at once (two test workers, the CLI beside the UI) take
+    turns on a lock in the target folder: one parses, the others find it fresh.
     """
-    manifest = DBT_PROJECT_DIR / "target" / "manifest.json"
+    target = DBT_PROJECT_DIR / "target"
+    target.mkdir(exist_ok=True)
+    with (target / ".parse.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        return _parse_if_stale(target / "manifest.json")
+
+
+def _parse_if_stale(manifest: Path) -> Path:
     sources = [
         p
         for folder in ("models", "macros", "tests")

@@ -11,7 +11,9 @@ Tables written, each keyed by the month-end fitted (``as_of_date``) and the fit
 
 - ``tiers.model_*``: :meth:`ml.TieringModel.to_tables`;
 - ``tiers.model_runs``: one row per fit, its quality, settings and gates;
-- ``tiers.model_k_diagnostics``: k = 2..10 on a sample;
+- ``tiers.model_k_diagnostics``: k = 2..10 on a sample, for the latest month-end
+  a run grades (a person judges k on the month they read; a backfill of 24
+  month-ends would pay for them 24 times);
 - ``tiers.customer_assignments``: :meth:`ml.TieringModel.assign` of every
   customer of the month (segment, model tier, factor scores, drivers).
 
@@ -284,7 +286,7 @@ class Fit:
     as_of: dt.date
     model: TieringModel
     indicators: pd.DataFrame
-    k_diagnostics: pd.DataFrame
+    k_diagnostics: pd.DataFrame | None  # None: not diagnosed (fit_month's ``diagnose``)
 
 
 def fit_month(
@@ -293,9 +295,11 @@ def fit_month(
     model: TieringModel,
     *,
     orchestrator_run_id: str = "",
+    diagnose: bool = True,
 ) -> Fit:
     """Fit ``model`` on the customers of ``as_of`` and write ``tiers.model_*``,
-    ``model_runs`` and ``model_k_diagnostics`` for that month.
+    ``model_runs`` and, with ``diagnose``, ``model_k_diagnostics`` for that month
+    (without it, the month's earlier diagnostics, of another fit, are removed).
 
     Warm-started from the stored model of the latest earlier month. The gates
     columns of ``model_runs`` start empty; :func:`record_gates` fills them.
@@ -313,12 +317,15 @@ def fit_month(
         previous[0].to_tables()["model_params"].to_json().encode() if previous else b"",
     )
     model.fit(indicators, previous=previous[0] if previous else None)
-    diagnostics = k_diagnostics(model, indicators)
+    diagnostics = k_diagnostics(model, indicators) if diagnose else None
 
     con.execute("create schema if not exists tiers").fetchall()
     for name, table in model.to_tables().items():
         replace_month(con, name, keyed(table, run_id, as_of), as_of)
-    replace_month(con, "model_k_diagnostics", keyed(diagnostics, run_id, as_of), as_of)
+    if diagnostics is not None:
+        replace_month(con, "model_k_diagnostics", keyed(diagnostics, run_id, as_of), as_of)
+    elif table_exists(con, "tiers", "model_k_diagnostics"):
+        _run(con, "delete from tiers.model_k_diagnostics where as_of_date = ?", [as_of])
     run = model_run_row(
         model,
         run_id,

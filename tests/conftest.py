@@ -78,6 +78,13 @@ def build(
     return warehouse
 
 
+def worker_target_path() -> Path:
+    """A dbt target folder of this test process's own: with two test workers
+    (pytest-xdist), dbt calls of both would otherwise write the same
+    ``target/`` files (the manifest the Dagster definitions read among them)."""
+    return DBT_PROJECT_DIR / "target" / f"pytest-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
+
+
 def dbt(warehouse: Path, *args: str, dbt_vars: dict | None = None) -> subprocess.CompletedProcess:
     """Run one dbt command (e.g. ``"test", "--select", name``) on ``warehouse``, output
     captured, with the tests' load date and ``dbt_vars``: to check or rebuild one node of
@@ -93,6 +100,8 @@ def dbt(warehouse: Path, *args: str, dbt_vars: dict | None = None) -> subprocess
             str(DBT_PROJECT_DIR),
             "--profiles-dir",
             str(DBT_PROJECT_DIR),
+            "--target-path",
+            str(worker_target_path()),
         ],
         cwd=warehouse.parent,
         env={**os.environ, "TIERS_WAREHOUSE": warehouse.name, "DO_NOT_TRACK": "1"},

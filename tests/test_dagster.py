@@ -518,3 +518,25 @@ def test_every_tiers_and_marts_column_is_described_in_the_dbt_manifest(graded):
     assert ("marts", "customers_at_risk") in tables
     assert tables <= set(described)
     assert [(s, t, c) for s, t, c in columns if c not in described[s, t]] == []
+
+
+def test_dagsters_sqlite_storage_does_not_wait_for_the_disk(tmp_path, monkeypatch):
+    from dagster import DagsterInstance
+    from sqlalchemy import create_engine, text
+
+    from orchestration import assets, dagster_storage
+
+    assert assets.dagster_storage is dagster_storage  # the definitions' import installs it
+    engine = create_engine(f"sqlite:///{tmp_path / 'runs.db'}")
+    with engine.connect() as con:
+        assert con.execute(text("pragma synchronous")).scalar() == 0  # OFF
+    # Dagster's own storage gets it too: a run recorded in a DAGSTER_HOME
+    (tmp_path / "home").mkdir()
+    instance = DagsterInstance.local_temp(str(tmp_path / "home"))
+    with instance.event_log_storage.index_connection() as con:
+        assert con.execute(text("pragma synchronous")).scalar() == 0
+    monkeypatch.setenv("TIERS_DAGSTER_SQLITE_SYNC", "full")
+    assert dagster_storage.sync_mode() == "FULL"
+    monkeypatch.setenv("TIERS_DAGSTER_SQLITE_SYNC", "sometimes")
+    with pytest.raises(ConfigError, match="TIERS_DAGSTER_SQLITE_SYNC"):
+        dagster_storage.sync_mode()

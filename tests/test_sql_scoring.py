@@ -35,7 +35,7 @@ from ml import TieringModel
 from ml.preprocessing import ALL_INDICATORS
 from ml.segmentation import nearest_centroid
 from seeds.generate import generate
-from tests.conftest import END, LOAD_DATE, build
+from tests.conftest import END, LOAD_DATE, build, worker_target_path
 
 DBT_PROJECT_DIR = Path(__file__).parents[1] / "dbt_project"
 MACROS = DBT_PROJECT_DIR / "macros" / "scoring.sql"
@@ -241,6 +241,8 @@ def score_in_sql(warehouse: Path, grading_month: dt.date) -> tuple[pd.DataFrame,
             str(DBT_PROJECT_DIR),
             "--profiles-dir",
             str(DBT_PROJECT_DIR),
+            "--target-path",
+            str(worker_target_path()),
             "--vars",
             json.dumps({"load_date": LOAD_DATE.isoformat(), "grading_month": str(grading_month)}),
         ],

@@ -170,8 +170,13 @@ def test_profiles_reconcile_with_the_indicators(graded):
             assert mean_assets == pytest.approx(want_mean)
 
 
-def test_k_diagnostics_are_stored_for_k_2_to_10(graded):
+def test_k_diagnostics_are_stored_for_k_2_to_10_for_each_runs_latest_month_end(graded):
     path, _ = graded
+    # the first run graded every month-end through September, the second October
+    diagnosed = query(path, "select distinct as_of_date from tiers.model_k_diagnostics order by 1")
+    assert [month for (month,) in diagnosed] == [SEPTEMBER, OCTOBER]
+    ((fitted,),) = query(path, "select count(distinct as_of_date) from tiers.model_runs")
+    assert fitted > 2
     for month in (SEPTEMBER, OCTOBER):
         rows = query(
             path,

@@ -151,8 +151,14 @@ class TiersResource(ConfigurableResource):
         return dt.date.fromisoformat(self.load_date) if self.load_date else dt.date.today()
 
     def dbt_vars(self, run_id: str) -> dict[str, str]:
-        """The vars dbt's profile reads: the run's build file and DuckDB's memory limit."""
-        return {"warehouse": str(self.build(run_id)), "duckdb_memory_limit": self.memory_limit}
+        """The vars of every dbt call of the run: the run's build file and DuckDB's
+        memory limit, which the profile reads, and the run, whose month-ends to grade
+        the tier models read from ``tiers.grading_runs`` (macros/grading_months.sql)."""
+        return {
+            "warehouse": str(self.build(run_id)),
+            "duckdb_memory_limit": self.memory_limit,
+            "orchestrator_run_id": run_id,
+        }
 
     def grading_months(self, run: DagsterRun) -> list[dt.date]:
         """The month-ends this run grades, in order (:func:`tiering.grading_range`),
@@ -234,9 +240,9 @@ class DbtVarsConfig(Config):
     def dbt_vars(self) -> dict[str, Any]:
         """The vars set to something other than their default (dbt_project.yml has those).
 
-        With the defaults, the dbt calls up to the marts pass the same ``--vars``, so
-        the later ones reuse the first one's parse (see :func:`dbt_target_path`); the
-        tier models' call adds ``grade_from`` and ``grade_to`` and parses again.
+        With the defaults, the dbt calls of a run pass the same ``--vars``, so the
+        later ones reuse the first one's parse (see :func:`dbt_target_path`); the tier
+        models read the month-ends to grade from the run's rows of ``tiers.grading_runs``.
         """
         defaults = type(self)().model_dump()
         return {name: value for name, value in self.model_dump().items() if value != defaults[name]}
@@ -535,12 +541,8 @@ def tier_models(
             f"tiers tables of an earlier version brought to the dbt contracts: "
             f"{', '.join(upgraded)}"
         )
-    variables = {
-        **tiers.dbt_vars(context.run.run_id),
-        "grade_from": months[0].isoformat(),
-        "grade_to": months[-1].isoformat(),
-        **config.dbt_vars(),
-    }
+    # the month-ends to grade: the run's rows of tiers.grading_runs (tiers.grading_months)
+    variables = {**tiers.dbt_vars(context.run.run_id), **config.dbt_vars()}
     args = dbt_args("build", tiers.day_of_load(), dbt_vars=variables)
     yield from dbt.cli(args, context=context, target_path=dbt_target_path(context)).stream()
 

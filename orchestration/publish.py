@@ -29,6 +29,7 @@ One run at a time: each step removes what an earlier, unfinished run left behind
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 import re
@@ -209,11 +210,21 @@ def write_snapshot(
     trade and fee or every customer month, 100 million rows at a million
     customers), so exporting them would cost more than the run itself.
 
+    The tables with a row per customer and month-end (:data:`MONTH_PARTITIONED`,
+    when they have an ``as_of_date``) are written one file per month-end, and a
+    month-end whose rows are the same as in the previous snapshot (same rows,
+    columns and fingerprint, the ``bit_xor`` of the rows' hashes) is hard-linked
+    from it rather than written again: a monthly run writes the new month-end and
+    those it re-graded.
+
     Layout under ``snapshot_root`` (by default :func:`snapshot_root`, which the
     ``TIERS_SNAPSHOT_DIR`` environment variable overrides)::
 
-        <run_id>/<schema>/<table>.parquet   one Snappy-compressed file per table
-        <run_id>/_manifest.json             run_id, created_at (UTC) and each table's row count
+        <run_id>/<schema>/<table>.parquet   one Snappy-compressed file per table, or
+        <run_id>/<schema>/<table>/<YYYY-MM-DD>.parquet   one per month-end (MONTH_PARTITIONED)
+        <run_id>/_manifest.json             run_id, created_at (UTC), each table's row
+                                            count, and each month-end's file, rows and
+                                            fingerprint
         latest -> <run_id>                  relative symlink to the newest complete snapshot
         LATEST                              the newest run folder's name, for tools
                                             that do not follow symlinks
@@ -241,6 +252,8 @@ def write_snapshot(
     shutil.rmtree(staging, ignore_errors=True)
     created_at = dt.datetime.now(dt.UTC).isoformat()
 
+    previous_dir = _latest_complete(snapshot_root)
+    previous = _manifest_partitions(previous_dir)
     tables = []
     with duckdb.connect(str(warehouse), read_only=True) as con:
         # the tables have no row order to keep; without one DuckDB writes the row
@@ -260,6 +273,9 @@ def write_snapshot(
         for schema in schemas:
             (staging / schema).mkdir(parents=True)
         for schema, table in found:
+            if (schema, table) in MONTH_PARTITIONED and _has_column(con, schema, table):
+                tables.append(_write_by_month(con, schema, table, staging, previous_dir, previous))
+                continue
             file = Path(schema) / f"{table}.parquet"
             # Snappy: every Parquet reader has it, and at a million customers it
             # writes customer_indicators in half zstd's time, files a quarter larger
@@ -275,6 +291,136 @@ def write_snapshot(
     if point:
         point_latest(snapshot_root, run_id, keep)
     return run_dir
+
+
+#: Tables the snapshot writes one file per month-end (``as_of_date``): those with a
+#: row per customer (or proposed move) and month-end, which a monthly run only adds
+#: to, or re-grades from a month-end on.
+MONTH_PARTITIONED = frozenset(
+    {
+        ("marts", "customer_indicators"),
+        ("marts", "customer_service_book"),
+        ("marts", "manager_reassignments"),
+        ("tiers", "customer_assignments"),
+        ("tiers", "customer_factor_scores"),
+        ("tiers", "customer_scores"),
+        ("tiers", "customer_tier_history"),
+    }
+)
+
+
+def _latest_complete(snapshot_root: Path) -> Path | None:
+    """The folder of the snapshot ``LATEST`` names, if it is complete."""
+    run_id = latest_snapshot(snapshot_root) if snapshot_root.is_dir() else None
+    folder = snapshot_root / run_id if run_id else None
+    return folder if folder is not None and (folder / MANIFEST).is_file() else None
+
+
+def _manifest_partitions(folder: Path | None) -> dict[tuple[str, str], dict[str, dict]]:
+    """``(schema, table) -> {month-end: partition entry}`` of a snapshot's manifest."""
+    if folder is None:
+        return {}
+    manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    return {
+        (entry["schema"], entry["table"]): {p["as_of_date"]: p for p in entry["partitions"]}
+        for entry in manifest["tables"]
+        if "partitions" in entry
+    }
+
+
+def _has_column(
+    con: duckdb.DuckDBPyConnection, schema: str, table: str, column: str = "as_of_date"
+) -> bool:
+    (count,) = con.execute(
+        "select count(*) from information_schema.columns where table_catalog = "
+        "current_database() and table_schema = ? and table_name = ? and column_name = ?",
+        [schema, table, column],
+    ).fetchone()
+    return count > 0
+
+
+def _write_by_month(
+    con: duckdb.DuckDBPyConnection,
+    schema: str,
+    table: str,
+    staging: Path,
+    previous_dir: Path | None,
+    previous: dict[tuple[str, str], dict[str, dict]],
+) -> dict:
+    """Write ``schema.table`` one file per month-end into ``staging``, linking the
+    month-ends unchanged since the previous snapshot; its manifest entry."""
+    relation = f"{_ident(schema)}.{_ident(table)}"
+    (columns,) = con.execute(
+        "select string_agg(column_name || ' ' || data_type, ', ' order by ordinal_position) "
+        "from information_schema.columns where table_catalog = current_database() "
+        "and table_schema = ? and table_name = ?",
+        [schema, table],
+    ).fetchone()
+    layout = hashlib.sha256(columns.encode()).hexdigest()[:16]
+    # one pass over the table: rows and the bit_xor of the rows' hashes per month-end;
+    # DuckDB hashes a row by xor-ing its fields' hashes, hashed again to mix them (else
+    # a column changed alike in an even number of rows would cancel out)
+    found = con.execute(
+        f"select strftime(t.as_of_date, '%Y-%m-%d'), count(*), bit_xor(hash(hash(t))) "
+        f"from {relation} as t group by 1 order by 1"
+    ).fetchall()
+    if any(month is None for month, *_ in found):
+        raise PublishError(f"{schema}.{table} has rows without an as_of_date")
+    folder = staging / schema / table
+    folder.mkdir(parents=True)
+    before = previous.get((schema, table), {})
+    partitions, changed = [], []
+    for month, rows, digest in found:
+        fingerprint = f"{digest:016x}-{layout}"
+        file = Path(schema) / table / f"{month}.parquet"
+        partitions.append(
+            {"as_of_date": month, "file": file.as_posix(), "rows": rows, "fingerprint": fingerprint}
+        )
+        old = before.get(month)
+        if (
+            previous_dir is not None
+            and old is not None
+            and (old["rows"], old["fingerprint"]) == (rows, fingerprint)
+            and (previous_dir / old["file"]).is_file()
+        ):
+            _link_or_copy(previous_dir / old["file"], staging / file)
+        else:
+            changed.append(month)
+    if changed:
+        # one pass writes every changed month-end: DuckDB's partitioned write, into
+        # as_of_date=<day>/ folders, then each file renamed to <day>.parquet
+        written = staging / f".{schema}.{table}"
+        months = ", ".join(f"date {_literal(month)}" for month in changed)
+        con.execute(
+            f"copy (select * from {relation} where as_of_date in ({months})) "
+            f"to {_literal(str(written))} (format parquet, compression snappy, "
+            "partition_by (as_of_date), write_partition_columns true)"
+        )
+        for month in changed:
+            parts = sorted((written / f"as_of_date={month}").glob("*.parquet"))
+            if len(parts) != 1:
+                raise PublishError(
+                    f"{schema}.{table}: DuckDB wrote {len(parts)} files for {month}, expected 1"
+                )
+            parts[0].rename(folder / f"{month}.parquet")
+        shutil.rmtree(written)
+    return {
+        "schema": schema,
+        "table": table,
+        "rows": sum(p["rows"] for p in partitions),
+        "partitioned_by": "as_of_date",
+        "files": f"{schema}/{table}/*.parquet",
+        "partitions": partitions,
+        "written": len(changed),
+    }
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """A hard link (the file is never written again), or a copy where links fail."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
 
 
 def point_latest(snapshot_root: Path, run_id: str, keep: int = 12) -> None:

@@ -399,6 +399,65 @@ def test_write_snapshot_moves_latest_and_prunes_old_runs(warehouse, tmp_path):
     assert parquet_counts(root / "latest")["tiers/customer_tiers.parquet"] == (ROWS, 4, 4)
 
 
+def write_months(database: Path, months: dict[str, int]) -> None:
+    """marts.customer_indicators with 100 customers per month-end, ``v`` per month-end."""
+    rows = " union all ".join(
+        f"select i as customer_id, date '{month}' as as_of_date, {v} as v from range(100) r(i)"
+        for month, v in months.items()
+    )
+    with duckdb.connect(str(database)) as con:
+        con.execute("create schema if not exists tiers")
+        con.execute("create or replace table tiers.customer_tiers as select 1 as v")
+        con.execute("create schema if not exists marts")
+        con.execute(f"create or replace table marts.customer_indicators as {rows}")
+
+
+def test_a_snapshot_writes_only_the_month_ends_that_changed(tmp_path):
+    warehouse, root = tmp_path / "warehouse.duckdb", tmp_path / "snapshots"
+    write_months(warehouse, {"2026-08-31": 1, "2026-09-30": 1})
+    first = write_snapshot(warehouse, root, "run-1")
+    # a monthly run: October is new, September re-graded, August as it was
+    write_months(warehouse, {"2026-08-31": 1, "2026-09-30": 2, "2026-10-31": 3})
+    second = write_snapshot(warehouse, root, "run-2")
+
+    folder = Path("marts/customer_indicators")
+    assert parquet_counts(second) == {
+        "tiers/customer_tiers.parquet": (1, 1, 1),
+        f"{folder}/2026-08-31.parquet": (100, 1, 1),
+        f"{folder}/2026-09-30.parquet": (100, 2, 2),
+        f"{folder}/2026-10-31.parquet": (100, 3, 3),
+    }
+
+    def same_file(month: str) -> bool:
+        return (first / folder / f"{month}.parquet").samefile(second / folder / f"{month}.parquet")
+
+    assert same_file("2026-08-31") and not same_file("2026-09-30")
+    (entry,) = [
+        t
+        for t in json.loads((second / "_manifest.json").read_text())["tables"]
+        if t["table"] == "customer_indicators"
+    ]
+    assert entry["rows"] == 300 and entry["written"] == 2
+    assert [p["as_of_date"] for p in entry["partitions"]] == [
+        "2026-08-31",
+        "2026-09-30",
+        "2026-10-31",
+    ]
+    # the month-end files read as one table, the month-end in every row
+    with duckdb.connect() as con:
+        assert con.execute(
+            "select count(*), count(distinct as_of_date) from read_parquet(?)",
+            [str(root / "latest" / folder / "*.parquet")],
+        ).fetchone() == (300, 3)
+    # a new column changes every month-end's fingerprint: all are written again
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute("alter table marts.customer_indicators add column note varchar")
+    third = write_snapshot(warehouse, root, "run-3")
+    assert not (first / folder / "2026-08-31.parquet").samefile(
+        third / folder / "2026-08-31.parquet"
+    )
+
+
 def test_write_snapshot_refuses_a_missing_schema_and_keeps_latest(warehouse, tmp_path):
     root = tmp_path / "snapshots"
     write_snapshot(warehouse, root, "run-0")

@@ -474,8 +474,9 @@ def test_the_dbt_unit_tests_pass(graded, tmp_path):
 def test_a_corrected_file_rebuilds_the_month_ends_it_changed_and_regrades_from_there(
     graded, clean_landing, tmp_path
 ):
-    """A corrected fees extract changes one fee of July, and a new customer opens an
-    account in October: audit.load_months marks July and October alone as changed (the
+    """A corrected fees extract changes one fee of July, a corrected trades extract
+    swaps the amounts of two August trades, and a new customer opens an account in
+    October: audit.load_months marks July, August and October alone as changed (the
     new customer changes no earlier month), the indicators equal a full build of the
     new data, and the run re-grades from July through October."""
     path, _ = graded
@@ -488,6 +489,13 @@ def test_a_corrected_file_rebuilds_the_month_ends_it_changed_and_regrades_from_t
     row = fees.index[fees["fee_date"].str.startswith("2026-07")][0]
     fees.loc[row, "amount"] = "987654.00"
     fees.to_csv(landing / "fees.csv", index=False)
+    # a swap keeps every column's values, only not in the same rows
+    trades = pd.read_csv(landing / "trades.csv", dtype=str, keep_default_na=False)
+    august = trades[trades["trade_date"].str.startswith("2026-08")]
+    first = august.index[0]
+    second = august.index[august["amount"] != august.loc[first, "amount"]][0]
+    trades.loc[[first, second], "amount"] = trades.loc[[second, first], "amount"].to_numpy()
+    trades.to_csv(landing / "trades.csv", index=False)
     accounts = pd.read_csv(landing / "accounts.csv", dtype=str, keep_default_na=False)
     opened = accounts.iloc[[0]].assign(
         account_id="A999999990", customer_id="C99999990", open_date="2026-10-05", close_date=""
@@ -501,7 +509,7 @@ def test_a_corrected_file_rebuilds_the_month_ends_it_changed_and_regrades_from_t
         "select as_of_date from audit.load_months where is_changed and load_id = "
         "(select load_id from raw.latest_load) order by 1",
     )
-    assert changed == [(july,), (OCTOBER,)]
+    assert changed == [(july,), (dt.date(2026, 8, 31),), (OCTOBER,)]
     (graded_now,) = query(
         copy,
         "select list(as_of_date order by as_of_date) from tiers.grading_runs "

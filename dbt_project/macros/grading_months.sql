@@ -1,8 +1,10 @@
 {#- The month-ends this run grades: every month-end of marts.customer_indicators
-    from the var `grade_from` to the var `grade_to` (YYYY-MM-DD; the
-    orchestration passes the range it resolved, tiering.grading_range). The var
-    `grading_month` is a one-month range; with none of them set, the latest
-    month-end of customer_indicators. -#}
+    from the var `grade_from` to the var `grade_to` (YYYY-MM-DD). The var
+    `grading_month` is a one-month range. The orchestration passes neither: it
+    records the range it resolved (tiering.grading_range) in tiers.grading_runs
+    under the var `orchestrator_run_id`, which every dbt call of the run passes,
+    so the calls share their --vars and the later ones reuse the first one's
+    parse. With none of them set, the latest month-end of customer_indicators. -#}
 {% macro grade_from() -%}
     {{ _grading_bound('grade_from') }}
 {%- endmacro %}
@@ -13,8 +15,16 @@
 
 {% macro _grading_bound(name) -%}
     {%- set bound = var(name, none) or var('grading_month', none) -%}
+    {%- set run_id = var('orchestrator_run_id', none) -%}
     {%- if bound -%}
         cast('{{ bound }}' as date)
+    {%- elif run_id -%}
+        {%- set runs = api.Relation.create(
+            database=target.database, schema=generate_schema_name('tiers', none),
+            identifier='grading_runs') -%}
+        (select {{ 'min' if name == 'grade_from' else 'max' }}(runs.as_of_date)
+            from {{ runs }} as runs
+            where runs.orchestrator_run_id = '{{ run_id | replace("'", "''") }}')
     {%- else -%}
         (select max(as_of_date) from {{ ref('customer_indicators') }})
     {%- endif -%}

@@ -33,41 +33,44 @@ accounts as (
     select
         open_date,
         close_date,
-        hash(account_id, customer_id, open_date, close_date) as account_hash
+        hash(hash(account_id, customer_id, open_date, close_date)) as account_hash
     from {{ ref('stg_broker__accounts') }}
 ),
 
--- one hash per accepted row, with the month it is dated in
+-- one hash per accepted row, with the month it is dated in. DuckDB hashes a row
+-- (or several values) by xor-ing its fields' hashes, so a bit_xor of such hashes
+-- would be blind to values swapped between two rows, or to two rows changed alike;
+-- hashing each row's hash again mixes its fields first.
 dated_rows as (
-    select date_trunc('month', trades.trade_date) as month_start, hash(trades) as row_hash
+    select date_trunc('month', trades.trade_date) as month_start, hash(hash(trades)) as row_hash
     from (
         select * exclude (source_file, source_row) from {{ ref('stg_broker__trades') }}
     ) as trades
     union all
-    select date_trunc('month', fees.fee_date) as month_start, hash(fees) as row_hash
+    select date_trunc('month', fees.fee_date) as month_start, hash(hash(fees)) as row_hash
     from (
         select * exclude (source_file, source_row) from {{ ref('stg_broker__fees') }}
     ) as fees
     union all
-    select date_trunc('month', balances.as_of_date) as month_start, hash(balances) as row_hash
+    select date_trunc('month', balances.as_of_date) as month_start, hash(hash(balances)) as row_hash
     from (
         select * exclude (source_file, source_row) from {{ ref('stg_broker__balances') }}
     ) as balances
     union all
-    select date_trunc('month', flows.flow_date) as month_start, hash(flows) as row_hash
+    select date_trunc('month', flows.flow_date) as month_start, hash(hash(flows)) as row_hash
     from (
         select * exclude (source_file, source_row) from {{ ref('stg_broker__cash_flows') }}
     ) as flows
     union all
     select
         greatest(date_trunc('month', accounts.open_date), first_month.month_start) as month_start,
-        hash('opened', accounts.account_hash) as row_hash
+        hash(hash('opened', accounts.account_hash)) as row_hash
     from accounts
     cross join first_month
     union all
     select
         greatest(date_trunc('month', accounts.close_date), first_month.month_start) as month_start,
-        hash('closed', accounts.account_hash) as row_hash
+        hash(hash('closed', accounts.account_hash)) as row_hash
     from accounts
     cross join first_month
     where accounts.close_date is not null

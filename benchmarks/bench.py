@@ -97,6 +97,7 @@ class Options:
     pandas_timeout_s: float
     pandas_memory_cap_bytes: int
     load_date: dt.date
+    full_rebuild: bool = True
 
     def repeats_for(self, customers: int) -> int:
         if self.repeats is not None:
@@ -450,7 +451,8 @@ def bench_size(customers: int, options: Options) -> SizeResult:
     built = full_builds(jobs, dataset, runs_dir, options.keep)
     job_rows, job_month_ends = indicator_rows(built)
     incremental_runs(jobs, dataset, built, runs_dir, options.keep)
-    full_rebuilds(jobs, dataset, built, runs_dir)
+    if options.full_rebuild:
+        full_rebuilds(jobs, dataset, built, runs_dir)
     if not options.keep:
         shutil.rmtree(runs_dir)
     contenders = reference_runs(dataset, options, repeats, log_dir, jobs.details)
@@ -531,6 +533,11 @@ def parse_args(argv: list[str] | None) -> Options:
     )
     parser.add_argument("--no-pandas", action="store_true", help="skip the plain-pandas runs")
     parser.add_argument(
+        "--no-full-rebuild",
+        action="store_true",
+        help="skip the full rebuild; the monthly run is then a share of the full build",
+    )
+    parser.add_argument(
         "--pandas-timeout",
         type=float,
         default=30.0,
@@ -565,6 +572,7 @@ def parse_args(argv: list[str] | None) -> Options:
         results_dir=args.results_dir.resolve(),
         keep=args.keep,
         pandas=not args.no_pandas,
+        full_rebuild=not args.no_full_rebuild,
         pandas_timeout_s=args.pandas_timeout * 60,
         pandas_memory_cap_bytes=int(args.pandas_memory_cap * 1e9),
         load_date=args.load_date,

@@ -31,12 +31,18 @@ PANDAS = "pandas, all month-ends"
 PACKAGES = ("duckdb", "dbt-core", "dbt-duckdb", "dagster", "pandas", "scikit-learn")
 STAGE_ROWS = (*STAGES, MARTS, OVERHEAD, WHOLE_JOB)
 
-# The issue's targets. Ratios to the floor hold at every size; the rest at 1M customers.
+# The targets (issue 22), judged at 1M customers x 24 months: the full build within
+# 3 minutes and its ingestion + marts within 1.5x the one-query floor, the monthly
+# run within 10 % of a full rebuild, the peak within 6 GB; and at 10,000 customers
+# the whole job within 15 s. Plain pandas at least 10x slower at 1M (issue 8).
 TARGET_CUSTOMERS = 1_000_000
-MAX_FLOOR_RATIO = 2.0
+MAX_FLOOR_RATIO = 1.5
 MIN_PANDAS_RATIO = 10.0
-MAX_WHOLE_JOB_S = 5 * 60
-MAX_PEAK_BYTES = 8 * 10**9
+MAX_WHOLE_JOB_S = 3 * 60
+MAX_PEAK_BYTES = 6 * 10**9
+MAX_MONTHLY_SHARE = 0.10
+SMALL_CUSTOMERS = 10_000
+MAX_SMALL_JOB_S = 15.0
 
 
 @dataclass
@@ -123,6 +129,7 @@ def comparisons(result: SizeResult) -> list[Comparison]:
         floor_comparison(
             n, "job / one DuckDB query, new month (incremental run)",
             result.runs[INCREMENTAL][MARTS], result.contenders[FLOOR_NEW].summary,
+            judged=False,
         ),
     ]  # fmt: skip
     if PANDAS in result.contenders:
@@ -130,14 +137,15 @@ def comparisons(result: SizeResult) -> list[Comparison]:
         rows.append(
             pandas_comparison(n, result.runs[FULL_BUILD][MARTS], pandas.summary, pandas.failure)
         )
+    rebuild_run = monthly_denominator(result)
     for stage in (*STAGES, OVERHEAD, WHOLE_JOB):
         incremental = result.runs[INCREMENTAL].get(stage)
-        rebuild = result.runs[FULL_REBUILD].get(stage)
+        rebuild = result.runs[rebuild_run].get(stage)
         if incremental and rebuild:
             rows.append(
                 Comparison(
                     n,
-                    f"incremental / full rebuild: {stage}",
+                    f"incremental / {rebuild_run}: {stage}",
                     incremental.wall_s,
                     rebuild.wall_s,
                     quotient(incremental.wall_s, rebuild.wall_s),
@@ -148,11 +156,29 @@ def comparisons(result: SizeResult) -> list[Comparison]:
     return rows
 
 
-def floor_comparison(customers: int, name: str, job: Summary, floor: Summary) -> Comparison:
-    """The job's ingestion + marts over the one-query floor; within 2x at every size."""
+def monthly_denominator(result: SizeResult) -> str:
+    """The run the monthly run is a share of: the full rebuild (the same 25 months
+    from nothing), or the full build (24 months) when the rebuild was not run."""
+    return FULL_REBUILD if result.runs.get(FULL_REBUILD) else FULL_BUILD
+
+
+def floor_comparison(
+    customers: int, name: str, job: Summary, floor: Summary, judged: bool = True
+) -> Comparison:
+    """The job's ingestion + marts over the one-query floor: within 1.5x at 1M (a
+    full build); shown at every size."""
     ratio = quotient(job.wall_s, floor.wall_s)
+    if not judged:
+        return Comparison(customers, name, job.wall_s, floor.wall_s, ratio, "", None)
+    at_target_size = customers >= TARGET_CUSTOMERS
     return Comparison(
-        customers, name, job.wall_s, floor.wall_s, ratio, "<= 2", ratio <= MAX_FLOOR_RATIO
+        customers,
+        name,
+        job.wall_s,
+        floor.wall_s,
+        ratio,
+        f"<= {MAX_FLOOR_RATIO:g}" + ("" if at_target_size else " at 1M"),
+        ratio <= MAX_FLOOR_RATIO if at_target_size else None,
     )
 
 
@@ -186,28 +212,50 @@ def pandas_comparison(
 
 
 def targets(result: SizeResult) -> list[Target]:
-    """The whole job's time and memory on a full build; judged at 1M customers."""
+    """The whole job's time, its monthly run's share and its memory; the 1M targets
+    judged at 1M, the 10,000-customer one at 10,000 (else shown, not judged)."""
+    n = result.customers
     whole = result.runs[FULL_BUILD][WHOLE_JOB]
-    judged = result.customers >= TARGET_CUSTOMERS
-    peak = whole.peak_bytes or 0
-    return [
+    judged = n >= TARGET_CUSTOMERS
+    small = n == SMALL_CUSTOMERS
+    peak = max(
+        (stages[WHOLE_JOB].peak_bytes or 0 for stages in result.runs.values() if stages),
+        default=0,
+    )
+    limit_s = MAX_SMALL_JOB_S if small else MAX_WHOLE_JOB_S
+    rows = [
         Target(
-            result.customers,
+            n,
             "whole job (ingest -> marts -> tiers -> publish), full build",
             whole.wall_s,
             "s",
-            MAX_WHOLE_JOB_S,
-            whole.wall_s < MAX_WHOLE_JOB_S if judged else None,
+            limit_s,
+            whole.wall_s <= limit_s if judged or small else None,
         ),
         Target(
-            result.customers,
-            "peak memory of the whole job, full build",
+            n,
+            "peak memory of the whole job, any run",
             peak / 1e9,
             "GB",
             MAX_PEAK_BYTES / 1e9,
-            peak < MAX_PEAK_BYTES if judged else None,
+            peak <= MAX_PEAK_BYTES if judged else None,
         ),
     ]
+    incremental = result.runs.get(INCREMENTAL, {}).get(WHOLE_JOB)
+    if incremental:
+        denominator = monthly_denominator(result)
+        share = quotient(incremental.wall_s, result.runs[denominator][WHOLE_JOB].wall_s)
+        rows.append(
+            Target(
+                n,
+                f"monthly run / {denominator}, whole job",
+                share,
+                "",
+                MAX_MONTHLY_SHARE,
+                share <= MAX_MONTHLY_SHARE if judged else None,
+            )
+        )
+    return rows
 
 
 def quotient(numerator: float, denominator: float) -> float:
@@ -305,7 +353,7 @@ def stage_table(results: list[SizeResult]) -> str:
     for result in results:
         for run in RUN_ORDER:
             for stage in STAGE_ROWS:
-                if stage in result.runs[run]:
+                if stage in result.runs.get(run, {}):
                     rows.append(stage_row(result.customers, run, stage, result.runs[run][stage]))
         for name, outcome in result.contenders.items():
             row = stage_row(result.customers, name, "indicators", outcome.summary)
@@ -350,8 +398,8 @@ def target_table(results: list[SizeResult]) -> str:
         [
             f"{t.customers:,}",
             t.name,
-            f"{t.measured:,.2f} {t.unit}",
-            f"< {t.limit:g} {t.unit}",
+            f"{t.measured:,.2f} {t.unit}".strip(),
+            f"<= {t.limit:g} {t.unit}".strip(),
             met_text(t.met),
         ]
         for result in results

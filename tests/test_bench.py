@@ -84,12 +84,44 @@ def test_summaries_are_medians_and_skip_missing_peaks():
     assert summarise([Figure(1.0, None)]).peak_bytes is None
 
 
-def test_floor_ratio_is_job_over_query_and_must_be_within_2x():
+def test_floor_ratio_is_job_over_query_and_must_be_within_1_5x_at_1m():
     job, floor = Summary(30.0, None, 1), Summary(20.0, None, 1)
-    within = report.floor_comparison(10_000, "x", job, floor)
+    within = report.floor_comparison(1_000_000, "x", job, floor)
     assert (within.ratio, within.met) == (1.5, True)
-    beyond = report.floor_comparison(10_000, "x", Summary(50.0, None, 1), floor)
+    beyond = report.floor_comparison(1_000_000, "x", Summary(50.0, None, 1), floor)
     assert (beyond.ratio, beyond.met) == (2.5, False)
+    small = report.floor_comparison(10_000, "x", Summary(50.0, None, 1), floor)
+    assert (small.met, small.target) == (None, "<= 1.5 at 1M")
+    shown = report.floor_comparison(1_000_000, "x", job, floor, judged=False)
+    assert (shown.ratio, shown.met, shown.target) == (1.5, None, "")
+
+
+def size_result(customers: int, full: float, monthly: float, rebuild: float | None, peak: int):
+    def whole(seconds: float) -> dict[str, Summary]:
+        return {WHOLE_JOB: Summary(seconds, peak, 1)}
+
+    runs = {report.FULL_BUILD: whole(full), report.INCREMENTAL: whole(monthly)}
+    if rebuild is not None:
+        runs[report.FULL_REBUILD] = whole(rebuild)
+    return report.SizeResult(customers, None, runs, {}, 0, 0, {})
+
+
+def test_targets_at_1m_and_at_10k():
+    at_1m = {t.name: t for t in report.targets(size_result(1_000_000, 170, 20, 200, 5 * 10**9))}
+    assert at_1m["whole job (ingest -> marts -> tiers -> publish), full build"].met is True
+    assert at_1m["peak memory of the whole job, any run"].met is True
+    monthly = at_1m["monthly run / full rebuild, whole job"]
+    assert (monthly.measured, monthly.met) == (0.1, True)
+    over = {t.name: t for t in report.targets(size_result(1_000_000, 181, 30, None, 7 * 10**9))}
+    assert over["whole job (ingest -> marts -> tiers -> publish), full build"].met is False
+    assert over["peak memory of the whole job, any run"].met is False
+    # without a full rebuild, the monthly run is a share of the full build
+    assert over["monthly run / full build, whole job"].met is False
+    at_10k = report.targets(size_result(10_000, 14.0, 9.0, 15.0, 10**9))
+    assert [(t.limit, t.met) for t in at_10k][0] == (15.0, True)
+    assert all(t.met is None for t in at_10k[1:])
+    at_100k = report.targets(size_result(100_000, 50.0, 9.0, 55.0, 10**9))
+    assert all(t.met is None for t in at_100k)
 
 
 def test_pandas_ratio_is_judged_at_1m_only_and_a_memory_failure_is_a_result():
@@ -209,6 +241,7 @@ def test_options():
     assert (default.repeats_for(100_000), default.repeats_for(1_000_000)) == (3, 1)
     given = bench.parse_args(["--sizes", "500,1_000", "--repeats", "2", "--no-pandas"])
     assert (given.sizes, given.repeats_for(1_000_000), given.pandas) == ((500, 1_000), 2, False)
+    assert default.full_rebuild and not bench.parse_args(["--no-full-rebuild"]).full_rebuild
     assert given.pandas_timeout_s == 1800 and given.pandas_memory_cap_bytes == 20 * 10**9
     with pytest.raises(SystemExit):
         bench.parse_args(["--sizes", "0"])
@@ -237,7 +270,7 @@ def test_the_bench_runs_end_to_end_at_a_tiny_size(tmp_path, capsys):
         "plain pandas / job, full history",
         *(f"incremental / full rebuild: {stage}" for stage in (*STAGES, OVERHEAD, WHOLE_JOB)),
     }
-    assert len(table_rows(latest, "## Targets")) == 2
+    assert len(table_rows(latest, "## Targets")) == 3
     raw = json.loads(next(results.glob("*.json")).read_text())
     assert {c["name"] for c in raw["comparisons"]} == comparisons
     # the job and the query computed the same indicators

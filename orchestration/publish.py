@@ -173,6 +173,8 @@ def publish(build: Path, warehouse: Path, storage: str | None = None) -> None:
         fresh.unlink(missing_ok=True)
         _create(fresh, storage)
         with duckdb.connect() as con:
+            # no row order to keep: DuckDB inserts in parallel (a tenth faster at 100k)
+            con.execute("set preserve_insertion_order = false")
             con.execute(f"attach {_literal(str(build))} as build (read_only)")
             con.execute(f"attach {_literal(str(fresh))} as fresh")
             con.execute("copy from database build to fresh")

@@ -185,6 +185,9 @@ def test_an_incremental_run_equals_a_full_rebuild(two_loads, tmp_path):
         "select * from marts.customer_indicators where as_of_date = date '2026-10-31' order by 1"
     )
     assert query(warehouse, latest) == query(full, latest)
+    # the customer-months (incremental by the months a load touched) too, every month
+    activity = "select * from marts.fct_customer_monthly_activity order by all"
+    assert query(warehouse, activity) == query(full, activity)
     # and a full refresh recomputes the month-end the test marked
     build(landing, warehouse, "marts", load_date=dt.date(2026, 11, 21), full_refresh=True)
     marked = f"select count(*) from marts.customer_indicators where trading_volume >= {MARK}"

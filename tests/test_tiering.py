@@ -520,6 +520,9 @@ def test_a_corrected_file_rebuilds_the_month_ends_it_changed_and_regrades_from_t
     full = build(landing, tmp_path / "full" / "warehouse.duckdb", "marts")
     indicators = "select * from marts.customer_indicators order by customer_id, as_of_date"
     assert query(copy, indicators) == query(full, indicators)
+    # the customer-months: July on recomputed, the new customer's every month added
+    activity = "select * from marts.fct_customer_monthly_activity order by all"
+    assert query(copy, activity) == query(full, activity)
     assert query(path, indicators) != query(copy, indicators)  # the stale numbers are gone
 
 

@@ -1,8 +1,8 @@
 -- One row per customer: their accounts rolled up. Attributes come from the
 -- primary account (the first opened; ties by account_id), the manager from the
 -- latest opened account that names one. Holds personal data (birth_year, gender).
--- customer_key numbers the customers 1..n in customer_id order: the customer ×
--- month models join, group and sort on it, which is much cheaper than on text.
+-- customer_key: the customer's integer key (int_customer_keys), stable from
+-- build to build.
 {{ config(materialized='table') }}
 
 with
@@ -30,7 +30,7 @@ rolled_up as (
 final as (
     select
         rolled_up.customer_id,
-        row_number() over (order by rolled_up.customer_id)::integer as customer_key,
+        keys.customer_key,
         rolled_up.primary_account_id,
         primary_account.branch_id,
         rolled_up.manager_id,
@@ -44,6 +44,7 @@ final as (
         rolled_up.margin_account_count,
         rolled_up.branch_count
     from rolled_up
+    inner join {{ ref('int_customer_keys') }} as keys on rolled_up.customer_id = keys.customer_id
     inner join accounts as primary_account
         on rolled_up.primary_account_id = primary_account.account_id
 )

@@ -3,13 +3,36 @@
 -- calendar months. Keyed by customer_key: the joins of the 24M-row spine (at a
 -- million customers) are on integers, and the monthly aggregates are the hashed
 -- side (see int_customer_month_spine).
-{{ config(materialized='table') }}
+--
+-- Incremental: a run recomputes the months from the earliest one its load
+-- touched (macros/customer_months.sql; the pre-hook deletes them) and every
+-- month of a customer new to the table, and keeps the rest: the customer keys
+-- are stable from build to build (int_customer_keys).
+-- depends_on: {{ ref('load_months') }}, {{ source('broker', 'latest_load') }}
+{{ config(
+    materialized='incremental',
+    incremental_strategy='append',
+    on_schema_change='fail',
+    pre_hook="{{ delete_customer_months_to_rebuild() }}",
+) }}
 
 with
 
 customers as (
     select customer_key, customer_id from {{ ref('int_accounts_rolled_up_to_customers') }}
 ),
+{%- if is_incremental() %}
+
+-- after the pre-hook: the table holds the months before rebuilt_from
+rebuilt as (
+    select {{ customer_months_rebuilt_from() }} as from_month
+),
+
+new_customers as (
+    select customer_key from customers
+    where customer_key not in (select built.customer_key from {{ this }} as built)
+),
+{%- endif %}
 
 first_month as (
     select min(month_start) as month_start from {{ ref('int_reporting_months') }}
@@ -17,6 +40,9 @@ first_month as (
 
 spine as (
     select * from {{ ref('int_customer_month_spine') }}
+    {%- if is_incremental() %}
+    where {{ rebuilt_rows() }}
+    {%- endif %}
 ),
 
 -- +1 in the month an account opens, -1 in the month it closes, earlier months
@@ -63,18 +89,30 @@ open_account_periods as (
 
 trades as (
     select * from {{ ref('int_trades_aggregated_to_customer_months') }}
+    {%- if is_incremental() %}
+    where {{ rebuilt_rows() }}
+    {%- endif %}
 ),
 
 fees as (
     select * from {{ ref('int_fees_aggregated_to_customer_months') }}
+    {%- if is_incremental() %}
+    where {{ rebuilt_rows() }}
+    {%- endif %}
 ),
 
 cash_flows as (
     select * from {{ ref('int_cash_flows_aggregated_to_customer_months') }}
+    {%- if is_incremental() %}
+    where {{ rebuilt_rows() }}
+    {%- endif %}
 ),
 
 balances as (
     select * from {{ ref('int_balances_aggregated_to_customer_months') }}
+    {%- if is_incremental() %}
+    where {{ rebuilt_rows() }}
+    {%- endif %}
 ),
 
 joined as (

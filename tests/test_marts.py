@@ -194,6 +194,25 @@ def test_an_incremental_run_equals_a_full_rebuild(two_loads, tmp_path):
     assert query(warehouse, marked) == [(0,)]
 
 
+def test_customer_months_of_a_warehouse_without_stable_keys_are_built_again(two_loads, tmp_path):
+    """A warehouse built before int_customer_keys numbered its customer-months afresh
+    on every build: the first run that builds the keys builds every month again."""
+    landing, warehouse, _ = two_loads
+    older = tmp_path / "older" / "warehouse.duckdb"
+    older.parent.mkdir()
+    shutil.copyfile(warehouse, older)
+    with duckdb.connect(str(older)) as con:
+        con.execute("drop table intermediate.int_customer_keys")
+        con.execute("update intermediate.int_customer_months set customer_key = customer_key + 7")
+    build(landing, older, "marts", load_date=dt.date(2026, 11, 21))
+    full = build(landing, tmp_path / "full" / "warehouse.duckdb", "marts",
+                 load_date=dt.date(2026, 11, 21))  # fmt: skip
+    activity = "select * from marts.fct_customer_monthly_activity order by all"
+    assert query(older, activity) == query(full, activity)
+    count = "select count(*) from intermediate.int_customer_months"
+    assert query(older, count) == query(full, count)
+
+
 def test_docs_describe_every_mart_column(clean_warehouse, tmp_path):
     """`dbt docs generate` runs offline, and every column built in marts has a description."""
     warehouse = tmp_path / clean_warehouse.name  # dbt opens it read-write

@@ -4,6 +4,10 @@
 -- a load did not touch, keyed by it. A new customer gets the next keys in
 -- customer_id order; a full refresh numbers the customers 1..n in that order. A
 -- key is never reused, also when the customer's accounts leave the snapshot.
+-- first_load_id: the load that gave the key. int_customer_months builds every
+-- month of a customer keyed in the latest load, so on the first build of this
+-- table (a warehouse whose keys were numbered afresh on every build) it builds
+-- every customer's months again.
 {{ config(
     materialized='incremental',
     incremental_strategy='append',
@@ -28,7 +32,8 @@ numbered as (
             (select coalesce(max(known.customer_key), 0) from {{ this }} as known)
             + {% endif -%}
             row_number() over (order by customer_id)
-        )::integer as customer_key
+        )::integer as customer_key,
+        (select load.load_id from {{ source('broker', 'latest_load') }} as load) as first_load_id
     from customers
 )
 

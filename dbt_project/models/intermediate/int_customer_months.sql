@@ -6,9 +6,10 @@
 --
 -- Incremental: a run recomputes the months from the earliest one its load
 -- touched (macros/customer_months.sql; the pre-hook deletes them) and every
--- month of a customer new to the table, and keeps the rest: the customer keys
+-- month of a customer keyed in this load, and keeps the rest: the customer keys
 -- are stable from build to build (int_customer_keys).
--- depends_on: {{ ref('load_months') }}, {{ source('broker', 'latest_load') }}
+-- depends_on: {{ ref('load_months') }}, {{ ref('int_customer_keys') }}
+-- depends_on: {{ source('broker', 'latest_load') }}
 {{ config(
     materialized='incremental',
     incremental_strategy='append',
@@ -29,8 +30,7 @@ rebuilt as (
 ),
 
 new_customers as (
-    select customer_key from customers
-    where customer_key not in (select built.customer_key from {{ this }} as built)
+    select customer_key from {{ customers_keyed_in_this_load() }} as keyed
 ),
 {%- endif %}
 

@@ -194,6 +194,32 @@ def test_an_incremental_run_equals_a_full_rebuild(two_loads, tmp_path):
     assert query(warehouse, marked) == [(0,)]
 
 
+def test_a_customer_who_opened_after_the_last_month_end_gets_every_month(tmp_path):
+    """A customer whose first account opens in October, loaded mid-October: keyed then,
+    but in no month-end before October. Once October is built, the customer-months
+    hold every month of the spine for them, as a full build does (the marts show the
+    months from the opening on)."""
+    landing = make_landing(tmp_path / "landing", customers=60, months=4)
+    accounts = (landing / "accounts.csv").read_text().splitlines()
+    first = accounts[1].split(",")
+    first[0], first[1], first[2], first[3] = "A999999991", "C99999991", "2026-10-05", ""
+    (landing / "accounts.csv").write_text("\n".join([*accounts, ",".join(first)]) + "\n")
+    warehouse = build(landing, tmp_path / "wh" / "warehouse.duckdb", "marts",
+                      load_date=dt.date(2026, 10, 15))  # fmt: skip
+    months = (
+        "select count(*) from intermediate.int_customer_months "
+        "inner join intermediate.int_customer_keys using (customer_key) where customer_id = ?"
+    )
+    assert query(warehouse, months, ["C99999991"]) == [(0,)]
+    build(landing, warehouse, "marts", load_date=dt.date(2026, 11, 21))
+    full = build(landing, tmp_path / "full" / "warehouse.duckdb", "marts",
+                 load_date=dt.date(2026, 11, 21))  # fmt: skip
+    assert query(full, months, ["C99999991"])[0][0] > 1  # from the first reporting month
+    assert query(warehouse, months, ["C99999991"]) == query(full, months, ["C99999991"])
+    activity = "select * from marts.fct_customer_monthly_activity order by all"
+    assert query(warehouse, activity) == query(full, activity)
+
+
 def test_customer_months_of_a_warehouse_without_stable_keys_are_built_again(two_loads, tmp_path):
     """A warehouse built before int_customer_keys numbered its customer-months afresh
     on every build: the first run that builds the keys builds every month again."""

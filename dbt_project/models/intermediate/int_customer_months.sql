@@ -29,8 +29,13 @@ rebuilt as (
     select {{ customer_months_rebuilt_from() }} as from_month
 ),
 
+-- every month of: the customers keyed in this load, and those the table holds no
+-- month of (a first account opened after the last month-end built before)
 new_customers as (
     select customer_key from {{ customers_keyed_in_this_load() }} as keyed
+    union
+    select customers.customer_key from customers
+    where customers.customer_key not in (select built.customer_key from {{ this }} as built)
 ),
 {%- endif %}
 

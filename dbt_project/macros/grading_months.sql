@@ -19,12 +19,26 @@
     {%- if bound -%}
         cast('{{ bound }}' as date)
     {%- elif run_id -%}
-        {%- set runs = api.Relation.create(
-            database=target.database, schema=generate_schema_name('tiers', none),
-            identifier='grading_runs') -%}
-        (select {{ 'min' if name == 'grade_from' else 'max' }}(runs.as_of_date)
-            from {{ runs }} as runs
-            where runs.orchestrator_run_id = '{{ run_id | replace("'", "''") }}')
+        {#- read when the node runs and written as a literal, as the vars were: a
+            filter on a literal date skips the other month-ends' row groups, so a
+            sum over the graded months adds its rows in the same order every run -#}
+        {%- if execute -%}
+            {%- set runs = api.Relation.create(
+                database=target.database, schema=generate_schema_name('tiers', none),
+                identifier='grading_runs') -%}
+            {%- set found = run_query(
+                'select strftime(' ~ ('min' if name == 'grade_from' else 'max')
+                ~ "(as_of_date), '%Y-%m-%d') from " ~ runs
+                ~ " where orchestrator_run_id = '" ~ (run_id | replace("'", "''")) ~ "'"
+            ).columns[0].values()[0] -%}
+            {%- if found is none -%}
+                {{ exceptions.raise_compiler_error(
+                    'tiers.grading_runs records no month-end for run ' ~ run_id) }}
+            {%- endif -%}
+            cast('{{ found }}' as date)
+        {%- else -%}
+            cast(null as date)
+        {%- endif -%}
     {%- else -%}
         (select max(as_of_date) from {{ ref('customer_indicators') }})
     {%- endif -%}

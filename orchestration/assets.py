@@ -55,7 +55,13 @@ from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_as
 from pydantic import Field
 
 from ml import MODEL_TABLES, TIERS, NamingRules, TieringModel
-from orchestration import charts, config_files, dagster_storage, publish, runlock
+from orchestration import (
+    charts,
+    config_files,
+    dagster_storage,  # noqa: F401  (SQLite run history: no flush per event)
+    publish,
+    runlock,
+)
 from orchestration.config import (
     DBT_PROJECT_DIR,
     ConfigError,
@@ -81,9 +87,6 @@ from orchestration.tiering import (
     table_exists,
     upgrade_tier_tables,
 )
-
-#: Dagster's SQLite run storage without a disk flush per event (TIERS_DAGSTER_SQLITE_SYNC)
-STORAGE_SYNC_MODE = dagster_storage.SYNC_MODE
 
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
 dbt_project.prepare_if_dev()

@@ -285,8 +285,11 @@ def write_snapshot(
         for schema in schemas:
             (staging / schema).mkdir(parents=True)
         for schema, table in found:
-            if (schema, table) in MONTH_PARTITIONED and _has_column(con, schema, table):
-                tables.append(_write_by_month(con, schema, table, staging, previous_dir, previous))
+            columns = _columns(con, schema, table)
+            if (schema, table) in MONTH_PARTITIONED and "as_of_date" in dict(columns):
+                tables.append(
+                    _write_by_month(con, schema, table, columns, staging, previous_dir, previous)
+                )
                 continue
             file = Path(schema) / f"{table}.parquet"
             # Snappy: every Parquet reader has it, and at a million customers it
@@ -340,35 +343,29 @@ def _manifest_partitions(folder: Path | None) -> dict[tuple[str, str], dict[str,
     }
 
 
-def _has_column(
-    con: duckdb.DuckDBPyConnection, schema: str, table: str, column: str = "as_of_date"
-) -> bool:
-    (count,) = con.execute(
-        "select count(*) from information_schema.columns where table_catalog = "
-        "current_database() and table_schema = ? and table_name = ? and column_name = ?",
-        [schema, table, column],
-    ).fetchone()
-    return count > 0
+def _columns(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> list[tuple[str, str]]:
+    """``(name, type)`` of each column of ``schema.table``, in order."""
+    return con.execute(
+        "select column_name, data_type from information_schema.columns "
+        "where table_catalog = current_database() and table_schema = ? and table_name = ? "
+        "order by ordinal_position",
+        [schema, table],
+    ).fetchall()
 
 
 def _write_by_month(
     con: duckdb.DuckDBPyConnection,
     schema: str,
     table: str,
+    columns: list[tuple[str, str]],
     staging: Path,
     previous_dir: Path | None,
     previous: dict[tuple[str, str], dict[str, dict]],
 ) -> dict:
-    """Write ``schema.table`` one file per month-end into ``staging``, linking the
-    month-ends unchanged since the previous snapshot; its manifest entry."""
+    """Write ``schema.table`` (its ``columns``) one file per month-end into ``staging``,
+    linking the month-ends unchanged since the previous snapshot; its manifest entry."""
     relation = f"{_ident(schema)}.{_ident(table)}"
-    (columns,) = con.execute(
-        "select string_agg(column_name || ' ' || data_type, ', ' order by ordinal_position) "
-        "from information_schema.columns where table_catalog = current_database() "
-        "and table_schema = ? and table_name = ?",
-        [schema, table],
-    ).fetchone()
-    layout = hashlib.sha256(columns.encode()).hexdigest()[:16]
+    layout = hashlib.sha256(repr(columns).encode()).hexdigest()[:16]
     # one pass over the table: rows and the bit_xor of the rows' hashes per month-end;
     # DuckDB hashes a row by xor-ing its fields' hashes, hashed again to mix them (else
     # a column changed alike in an even number of rows would cancel out)

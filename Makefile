@@ -6,7 +6,7 @@ OLD_DUCKDB := 1.1.3
 BIN := $(VENV)/bin
 export DO_NOT_TRACK := 1
 
-.PHONY: setup run dev test lint sample bench docs dashboard clean
+.PHONY: setup setup-spark run run-spark dev test test-spark lint sample bench docs dashboard clean
 
 setup: $(VENV)/.installed
 
@@ -38,6 +38,20 @@ TEST_WORKERS ?= 2
 
 test: setup lint  ## every test: generator, landing, dbt build on clean and dirty data
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+
+# The Spark extra (dbt-spark, pyspark) on top of setup; Spark needs Java 17
+setup-spark: $(VENV)/.spark-installed
+
+$(VENV)/.spark-installed: $(VENV)/.installed
+	@command -v java >/dev/null || { echo "Spark needs Java 17: apt-get install openjdk-17-jre-headless" >&2; exit 1; }
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,spark]'
+	touch $@
+
+run-spark: setup-spark  ## land TIERS_RAW_DIR and build the marts and the audit on local Spark (docs/spark.md)
+	SPARK_LOCAL_IP=127.0.0.1 $(BIN)/python -m orchestration.spark
+
+test-spark: setup-spark  ## the committed sample and a dirty book on local Spark: marts and audit equal DuckDB's
+	SPARK_LOCAL_IP=127.0.0.1 $(BIN)/python -m pytest -m spark tests/spark
 
 lint: setup  ## ruff; sqlfluff over the dbt models and tests (compiled against an in-memory DuckDB)
 	$(BIN)/ruff check .

@@ -18,7 +18,7 @@
 {% macro clean_text(column) -%}
     nullif(
         case
-            when ascii({{ column }}) <= 32 or ascii({{ column }}[-1]) <= 32
+            when ascii({{ column }}) <= 32 or ascii({{ last_character(column) }}) <= 32
                 then trim({{ column }}, ' ' || chr(9) || chr(10) || chr(13))
             else {{ column }}
         end,
@@ -29,29 +29,41 @@
 {#- `text`: the struct of the row's values trimmed (NULL when empty), computed
     once per value; the parsers and the rules read it. -#}
 {% macro clean_texts(columns) -%}
-    struct_pack(
+    {%- set fields = [] %}
     {%- for column in columns %}
-        {{ column }} := {{ clean_text('original.' ~ column) }}{% if not loop.last %},{% endif %}
+        {%- do fields.append((column, clean_text('original.' ~ column))) %}
     {%- endfor %}
-    )
+    {{ struct_of(fields) }}
 {%- endmacro %}
 
 {#- The parsers take trimmed text. -#}
 
-{#- strictly YYYY-MM-DD, a real calendar day (GLOB matches the whole value,
-    as a full regular-expression match would, in about half the time) -#}
+{#- strictly YYYY-MM-DD, a real calendar day -#}
 {% macro parse_date(text) -%}
     case
-        when {{ text }} glob '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]'
-            then try_cast({{ text }} as date)
+        when {{ date_shaped(text) }} then try_cast({{ text }} as date)
     end
+{%- endmacro %}
+
+{#- text of the shape YYYY-MM-DD (on DuckDB, GLOB matches the whole value, as a
+    full regular-expression match would, in about half the time) -#}
+{% macro date_shaped(text) -%}
+    {{ return(adapter.dispatch('date_shaped')(text)) }}
+{%- endmacro %}
+
+{% macro default__date_shaped(text) -%}
+    {{ text }} glob '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]'
+{%- endmacro %}
+
+{% macro spark__date_shaped(text) -%}
+    {{ full_match(text, '[0-9]{4}-[0-9]{2}-[0-9]{2}') }}
 {%- endmacro %}
 
 {#- plain decimal notation (optional sign, `.` as decimal point, optional
     exponent); 10 decimal places and 28 integer digits are kept exactly -#}
 {% macro parse_decimal(text) -%}
     case
-        when regexp_full_match({{ text }}, '[+-]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][+-]?[0-9]+)?')
+        when {{ full_match(text, '[+-]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][+-]?[0-9]+)?') }}
             then try_cast({{ text }} as decimal(38, 10))
     end
 {%- endmacro %}
@@ -59,7 +71,7 @@
 {#- a whole number; `1979.0` (as exported from a float column) counts as 1979 -#}
 {% macro parse_integer(text) -%}
     case
-        when regexp_full_match({{ text }}, '[+-]?[0-9]{1,9}([.]0*)?')
+        when {{ full_match(text, '[+-]?[0-9]{1,9}([.]0*)?') }}
             then try_cast(try_cast({{ text }} as decimal(18, 4)) as integer)
     end
 {%- endmacro %}
@@ -148,7 +160,7 @@
     computed once (the messages are built only for the rows that do). -#}
 {% macro check_rules(relation, rules) -%}
     select
-        * exclude (breaks_a_rule),
+        {{ all_but(['breaks_a_rule']) }},
         case when breaks_a_rule then concat_ws('; '
         {%- for rule in rules %},
             case when {{ rule.condition }} then '{{ rule.code }}: ' || {{ rule.message }} end
@@ -171,7 +183,7 @@
     accounts, never on the (much larger) rows being judged; DuckDB looks every
     row up in both, so the second holds only the few quarantined accounts' ids.
 -#}
-{% macro judge_accounts(checked) -%}
+{% macro judge_accounts(checked, key_columns) -%}
     , account_checked as (
         select
             *,
@@ -191,25 +203,89 @@
                 else 'orphan_account: account_id ''' || account_id || ''' is not in accounts'
             end as orphan_reason
         from {{ checked }}
+    ),
+
+    row_judged as (
+        select
+            {{ all_but(['rejection_reason', 'rejection_rules', 'orphan_reason']) }},
+            case when orphan_reason is null then rejection_reason
+                else concat_ws('; ', rejection_reason, orphan_reason) end as rejection_reason,
+            case when orphan_reason is null then rejection_rules
+                else concat_ws(',', rejection_rules, 'orphan_account') end as rejection_rules
+        from account_checked
     )
 
-    select
-        * exclude (original, text, rejection_reason, rejection_rules, orphan_reason),
-        case when orphan_reason is null then rejection_reason
-            else concat_ws('; ', rejection_reason, orphan_reason) end as rejection_reason,
-        case when orphan_reason is null then rejection_rules
-            else concat_ws(',', rejection_rules, 'orphan_account') end as rejection_rules,
-        case when rejection_reason is not null or orphan_reason is not null
-            then to_json(original)::varchar end as record
-    from account_checked
+    {{ judged_rows('row_judged', key_columns) }}
 {%- endmacro %}
 
 {#- the same, for accounts themselves -#}
-{% macro without_account_check(checked) -%}
+{% macro without_account_check(checked, key_columns) -%}
+    {{ judged_rows(checked, key_columns) }}
+{%- endmacro %}
+
+{#- The rows of `checked` as the base model keeps them: without `original` and
+    `text`, with `record` (the original values as JSON) on rejected rows. On
+    DuckDB duplicate keys are judged afterwards, in a post-hook
+    (`judge_duplicate_keys`); a Spark build is a full build, and judges them here. -#}
+{% macro judged_rows(checked, key_columns) -%}
+    {{ return(adapter.dispatch('judged_rows')(checked, key_columns)) }}
+{%- endmacro %}
+
+{% macro default__judged_rows(checked, key_columns) -%}
     select
-        * exclude (original, text),
-        case when rejection_reason is not null then to_json(original)::varchar end as record
+        {{ all_but(['original', 'text']) }},
+        case when rejection_reason is not null then {{ json_text('original') }} end as record
     from {{ checked }}
+{%- endmacro %}
+
+{#- Of the rows with the same key that break no other rule, the first by source
+    file and row is kept; the others are quarantined as duplicate_key, with the
+    message the DuckDB post-hook writes. -#}
+{% macro spark__judged_rows(checked, key_columns) -%}
+    , first_of_key as (
+        select
+            *,
+            case when rejection_reason is null then first_value(
+                named_struct('file', _source_file, 'row', _source_row)
+            ) over (
+                partition by rejection_reason is null, {{ key_columns | join(', ') }}
+                order by _source_file, _source_row
+            ) end as kept
+        from {{ checked }}
+    ),
+
+    duplicate_judged as (
+        select
+            *,
+            coalesce(kept <> named_struct('file', _source_file, 'row', _source_row), false)
+                as is_duplicate
+        from first_of_key
+    )
+
+    select
+        {{ all_but(['original', 'text', 'rejection_reason', 'rejection_rules', 'kept',
+            'is_duplicate']) }},
+        case when is_duplicate then 'duplicate_key: {{ key_columns | join("/") }} '''
+            || {{ key_columns | join(" || '/' || ") }} || ''' already seen in '
+            || kept.file || ' row ' || kept.row || ', which is kept'
+            else rejection_reason end as rejection_reason,
+        case when is_duplicate then 'duplicate_key' else rejection_rules end as rejection_rules,
+        case when rejection_reason is not null or is_duplicate
+            then {{ json_text('original') }} end as record
+    from duplicate_judged
+{%- endmacro %}
+
+{#- a struct's JSON text, NULL fields included -#}
+{% macro json_text(value) -%}
+    {{ return(adapter.dispatch('json_text')(value)) }}
+{%- endmacro %}
+
+{% macro default__json_text(value) -%}
+    to_json({{ value }})::string
+{%- endmacro %}
+
+{% macro spark__json_text(value) -%}
+    to_json({{ value }}, map('ignoreNullFields', 'false'))
 {%- endmacro %}
 
 {#-
@@ -221,6 +297,15 @@
     values are read again from raw.<table>, and only when there are any.
 -#}
 {% macro judge_duplicate_keys(table, key_columns) -%}
+    {{ return(adapter.dispatch('judge_duplicate_keys')(table, key_columns)) }}
+{%- endmacro %}
+
+{#- Spark judges duplicate keys in the base model itself (spark__judged_rows) -#}
+{% macro spark__judge_duplicate_keys(table, key_columns) -%}
+    select 'duplicate keys are judged in the model' as judged
+{%- endmacro %}
+
+{% macro default__judge_duplicate_keys(table, key_columns) -%}
     {%- if execute -%}
     {%- set key = key_columns | join(', ') -%}
     {%- set found = this.identifier ~ '__duplicates' -%}
@@ -241,7 +326,7 @@
                 and load_id = (select load_id from {{ source('broker', 'latest_load') }})
         ),
 
-        good as not materialized (
+        good as {{ not_materialized() }} (
             select
                 {{ key }},
                 _source_file,
@@ -259,14 +344,14 @@
         -- every row is new: every key may repeat
         candidates as (
             select * from good
-            where hash({{ key }}) in ({{ repeated_hashes(key, 'good') }})
+            where {{ hash64(key) }} in ({{ repeated_hashes(key, 'good') }})
         ),
         {%- else -%}
         -- only keys of this load's rows can repeat anew: look up the earlier
         -- rows holding them rather than grouping every key of every load
         candidates as (
             select * from good
-            where hash({{ key }}) in (select hash({{ key }}) from good where is_new)
+            where {{ hash64(key) }} in (select {{ hash64(key) }} from good where is_new)
         ),
         {%- endif %}
 
@@ -306,7 +391,7 @@
             found._source_file,
             found._source_row,
             found.rejection_reason,
-            to_json(struct_pack(*columns(raw_row.* exclude (_source_file, _source_row))))::varchar
+            {{ json_text(row_struct(['_source_file', '_source_row'], 'raw_row')) }}
                 as record
         from {{ found }} as found
         inner join {{ source('broker', table) }} as raw_row
@@ -327,7 +412,11 @@
     load lands again.
 -#}
 {% macro drop_rows_of_replaced_files(table) -%}
-    {%- if is_incremental() -%}
+    {%- if is_incremental() and target.type == 'spark' -%}
+    {{ exceptions.raise_compiler_error(
+        'a Spark build is a full build (Spark tables take no DELETE): run dbt with --full-refresh'
+    ) }}
+    {%- elif is_incremental() -%}
     delete from {{ this }}
     where _source_file not in (
         select source_file from {{ source('broker', 'landed_files') }}

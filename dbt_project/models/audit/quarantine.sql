@@ -31,7 +31,7 @@ malformed_lines as (
         'malformed_line' as rules,
         'malformed_line: line ' || line || ' cannot be read as a CSV row ('
         || error || ')' as reason,
-        to_json({'line': raw_line}) as record
+        to_json({{ struct_of([('line', 'raw_line')]) }}) as record
     from {{ source('broker', 'malformed_rows') }}
 ),
 
@@ -49,7 +49,7 @@ select  -- noqa: CV13
     quarantined.rule,
     quarantined.rules,
     quarantined.reason,
-    quarantined.record::varchar as record,
+    quarantined.record::string as record,
     landed_files.load_id,
     landed_files.landed_at
 from (

@@ -14,15 +14,15 @@ accounts as (
 rolled_up as (
     select
         customer_id,
-        arg_min(account_id, (open_date, account_id)) as primary_account_id,
+        {{ min_by('account_id', ['open_date', 'account_id']) }} as primary_account_id,
         min(open_date) as first_open_date,
         -- null while any account is open: the relationship has not ended
         case when count(*) = count(close_date) then max(close_date) end as last_close_date,
         count(*) as account_count,
         count(*) filter (where is_margin_account) as margin_account_count,
         count(distinct branch_id) as branch_count,
-        arg_max(manager_id, (open_date, account_id)) filter (where manager_id is not null)
-            as manager_id
+        {{ max_by('manager_id', ['open_date', 'account_id']) }}
+            filter (where manager_id is not null) as manager_id
     from accounts
     group by customer_id
 ),

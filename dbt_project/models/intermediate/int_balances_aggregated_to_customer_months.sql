@@ -29,7 +29,7 @@ account_snapshots as (
 ),
 
 customer_dates as (
-    select * exclude (account_count)
+    select {{ all_but(['account_count']) }}
     from account_snapshots
     where account_count = 1
     union all
@@ -48,14 +48,14 @@ customer_dates as (
 aggregated as (
     select
         customer_key,
-        date_trunc('month', snapshot_date)::date as month_start,
+        {{ month_start('snapshot_date') }}::date as month_start,
         count(*) as snapshot_days,
         sum(cash) as cash_sum,
         sum(gross_assets) as gross_assets_sum,
         sum(margin_debt) as margin_debt_sum,
         sum(net_assets) as net_assets_sum,
         max(snapshot_date) as last_snapshot_date,
-        arg_max(net_assets, snapshot_date) as last_snapshot_net_assets
+        {{ max_by('net_assets', 'snapshot_date') }} as last_snapshot_net_assets
     from customer_dates
     group by all
 )

@@ -12,7 +12,7 @@ accounts as (
 aggregated as (
     select
         accounts.customer_key,
-        date_trunc('month', cash_flows.flow_date)::date as month_start,
+        {{ month_start('cash_flows.flow_date') }}::date as month_start,
         count(*) as flow_count,
         coalesce(sum(cash_flows.amount::double) filter (where cash_flows.direction = 'in'), 0)
             as inflow,

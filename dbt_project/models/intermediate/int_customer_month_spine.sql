@@ -28,7 +28,7 @@ spine as (
         and (
             customers.last_close_date is null
             or months.month_start
-            <= date_trunc('month', customers.last_close_date)
+            <= {{ month_start('customers.last_close_date') }}
             + interval {{ window_months - 1 }} month
         )
 )

@@ -57,7 +57,7 @@ account_changes as (
     from (
         select
             customers.customer_key,
-            greatest(date_trunc('month', accounts.open_date), first_month.month_start)::date
+            greatest({{ month_start('accounts.open_date') }}, first_month.month_start)::date
                 as month_start,
             1 as change
         from {{ ref('stg_broker__accounts') }} as accounts
@@ -66,7 +66,7 @@ account_changes as (
         union all
         select
             customers.customer_key,
-            greatest(date_trunc('month', accounts.close_date), first_month.month_start)::date
+            greatest({{ month_start('accounts.close_date') }}, first_month.month_start)::date
                 as month_start,
             -1 as change
         from {{ ref('stg_broker__accounts') }} as accounts
@@ -84,12 +84,14 @@ open_account_periods as (
     select
         customer_key,
         month_start as from_month_start,
-        lead(month_start, 1, date '9999-12-01') over by_month as until_month_start,
+        lead(month_start, 1, date '9999-12-01') over (
+            partition by customer_key order by month_start
+        ) as until_month_start,
         (sum(open_account_change) over (
-            by_month rows between unbounded preceding and current row
+            partition by customer_key order by month_start
+            rows between unbounded preceding and current row
         ))::integer as open_account_count
     from account_changes
-    window by_month as (partition by customer_key order by month_start)
 ),
 
 trades as (

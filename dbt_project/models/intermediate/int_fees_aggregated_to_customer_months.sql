@@ -13,7 +13,7 @@ accounts as (
 aggregated as (
     select
         accounts.customer_key,
-        date_trunc('month', fees.fee_date)::date as month_start,
+        {{ month_start('fees.fee_date') }}::date as month_start,
         count(*) as fee_count,
         coalesce(sum(fees.amount::double) filter (where fees.fee_type = 'commission'), 0)
             as commission,

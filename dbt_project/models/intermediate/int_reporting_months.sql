@@ -11,7 +11,7 @@ with
 
 coverage as (
     select
-        date_trunc('month', min(first_date))::date as first_month_start,
+        {{ month_start('min(first_date)') }}::date as first_month_start,
         max(last_date) as last_date,
         min(covered_through) as covered_through
     from {{ ref('int_table_coverage') }}
@@ -22,18 +22,17 @@ bounds as (
         first_month_start,
         least(
             case
-                when last_day(last_date) < {{ load_date() }} then date_trunc('month', last_date)
-                else date_trunc('month', last_date) - interval 1 month
+                when last_day(last_date) < {{ load_date() }} then {{ month_start('last_date') }}
+                else {{ month_start('last_date') }} - interval 1 month
             end,
-            date_trunc('month', covered_through)
+            {{ month_start('covered_through') }}
         )::date as last_month_start
     from coverage
 ),
 
 months as (
     select
-        unnest(generate_series(first_month_start, last_month_start, interval 1 month))::date
-            as month_start,
+        {{ month_starts_between('first_month_start', 'last_month_start', 'month_start') }},
         first_month_start
     from bounds
 ),

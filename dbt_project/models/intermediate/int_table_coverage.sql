@@ -42,14 +42,14 @@ reach as (
 
 final as (
     select
-        cast(source_table as varchar) as source_table,
+        cast(source_table as string) as source_table,
         cast(first_date as date) as first_date,
         cast(last_date as date) as last_date,
         -- the latest month-end on or before reach_date
         cast(
             case
                 when reach_date = last_day(reach_date) then reach_date
-                else date_trunc('month', reach_date) - interval 1 day
+                else {{ month_start('reach_date') }} - interval 1 day
             end as date
         ) as covered_through
     from reach

@@ -12,7 +12,7 @@ accounts as (
 aggregated as (
     select
         accounts.customer_key,
-        date_trunc('month', trades.trade_date)::date as month_start,
+        {{ month_start('trades.trade_date') }}::date as month_start,
         count(*) as trade_count,
         sum(trades.amount::double) as trading_volume,
         -- distinct trade days, as the bits set in a mask of days of the month

@@ -14,9 +14,8 @@
 {{ config(
     schema='audit',
     materialized='incremental',
-    incremental_strategy='delete+insert',
-    unique_key='load_id',
     on_schema_change='fail',
+    **replace_by_key('load_id')
 ) }}
 
 with
@@ -33,44 +32,51 @@ accounts as (
     select
         open_date,
         close_date,
-        hash(hash(account_id, customer_id, open_date, close_date)) as account_hash
+        {{ hash64(hash64('account_id, customer_id, open_date, close_date')) }} as account_hash
     from {{ ref('stg_broker__accounts') }}
 ),
 
--- one hash per accepted row, with the month it is dated in. DuckDB hashes a row
--- (or several values) by xor-ing its fields' hashes, so a bit_xor of such hashes
--- would be blind to values swapped between two rows, or to two rows changed alike;
--- hashing each row's hash again mixes its fields first.
+-- one hash per accepted row, with the month it is dated in (row_hash: one that
+-- sees which value sits in which column, so a bit_xor of them is not blind to
+-- values swapped between two rows, or to two rows changed alike)
 dated_rows as (
-    select date_trunc('month', trades.trade_date) as month_start, hash(hash(trades)) as row_hash
+    select
+        {{ month_start('trades.trade_date') }} as month_start,
+        {{ row_hash('trades') }} as row_hash
     from (
-        select * exclude (source_file, source_row) from {{ ref('stg_broker__trades') }}
+        select {{ all_but(['source_file', 'source_row']) }} from {{ ref('stg_broker__trades') }}
     ) as trades
     union all
-    select date_trunc('month', fees.fee_date) as month_start, hash(hash(fees)) as row_hash
+    select
+        {{ month_start('fees.fee_date') }} as month_start,
+        {{ row_hash('fees') }} as row_hash
     from (
-        select * exclude (source_file, source_row) from {{ ref('stg_broker__fees') }}
+        select {{ all_but(['source_file', 'source_row']) }} from {{ ref('stg_broker__fees') }}
     ) as fees
     union all
-    select date_trunc('month', balances.as_of_date) as month_start, hash(hash(balances)) as row_hash
+    select
+        {{ month_start('balances.as_of_date') }} as month_start,
+        {{ row_hash('balances') }} as row_hash
     from (
-        select * exclude (source_file, source_row) from {{ ref('stg_broker__balances') }}
+        select {{ all_but(['source_file', 'source_row']) }} from {{ ref('stg_broker__balances') }}
     ) as balances
     union all
-    select date_trunc('month', flows.flow_date) as month_start, hash(hash(flows)) as row_hash
+    select
+        {{ month_start('flows.flow_date') }} as month_start,
+        {{ row_hash('flows') }} as row_hash
     from (
-        select * exclude (source_file, source_row) from {{ ref('stg_broker__cash_flows') }}
+        select {{ all_but(['source_file', 'source_row']) }} from {{ ref('stg_broker__cash_flows') }}
     ) as flows
     union all
     select
-        greatest(date_trunc('month', accounts.open_date), first_month.month_start) as month_start,
-        hash(hash('opened', accounts.account_hash)) as row_hash
+        greatest({{ month_start('accounts.open_date') }}, first_month.month_start) as month_start,
+        {{ hash64(hash64("'opened', accounts.account_hash")) }} as row_hash
     from accounts
     cross join first_month
     union all
     select
-        greatest(date_trunc('month', accounts.close_date), first_month.month_start) as month_start,
-        hash(hash('closed', accounts.account_hash)) as row_hash
+        greatest({{ month_start('accounts.close_date') }}, first_month.month_start) as month_start,
+        {{ hash64(hash64("'closed', accounts.account_hash")) }} as row_hash
     from accounts
     cross join first_month
     where accounts.close_date is not null
@@ -99,19 +105,19 @@ previous as (
     ) as ranked
     where recency = 1
     {%- else %}
-    select cast(null as date) as month_start, cast(null as ubigint) as fingerprint
+    select cast(null as date) as month_start, cast(null as {{ hash_type() }}) as fingerprint
     where false
     {%- endif %}
 ),
 
 final as (
     select
-        cast(load.load_id as varchar) as load_id,
+        cast(load.load_id as string) as load_id,
         cast(current_timestamp as timestamp) as loaded_at,
         cast(fingerprints.month_start as date) as month_start,
         cast(last_day(fingerprints.month_start) as date) as as_of_date,
         cast(fingerprints.source_rows as bigint) as source_rows,
-        cast(fingerprints.fingerprint as ubigint) as fingerprint,
+        cast(fingerprints.fingerprint as {{ hash_type() }}) as fingerprint,
         previous.month_start is null as is_new,
         coalesce(previous.fingerprint <> fingerprints.fingerprint, true) as is_changed
     from fingerprints

@@ -12,9 +12,8 @@
 {{
     config(
         materialized='incremental',
-        incremental_strategy='delete+insert',
-        unique_key='as_of_date',
         on_schema_change='append_new_columns',
+        **replace_by_key('as_of_date')
     )
 }}
 
@@ -83,7 +82,7 @@ earlier_months as (
     select
         customer_key,
         max(last_trade_date) as latest_trade_date,
-        arg_max(last_snapshot_net_assets, month_start) filter (
+        {{ max_by('last_snapshot_net_assets', 'month_start') }} filter (
             where last_snapshot_net_assets is not null
         ) as latest_net_assets
     from {{ ref('int_customer_months') }}
@@ -120,9 +119,9 @@ rolled as (
         sum(net_assets_sum) over trailing_window as net_assets_sum,
         max(last_trade_date) over up_to_month as latest_trade_date,
         -- net assets on the latest snapshot date in the window, and before it
-        last_value(last_snapshot_net_assets ignore nulls) over trailing_window
+        {{ last_non_null("last_snapshot_net_assets") }} over trailing_window
             as net_assets_at_window_end,
-        last_value(last_snapshot_net_assets ignore nulls) over before_window
+        {{ last_non_null("last_snapshot_net_assets") }} over before_window
             as net_assets_before_window
     from customer_months
     window
@@ -142,7 +141,7 @@ rolled as (
 
 windowed as (
     select
-        rolled.* exclude (rolled.latest_trade_date, rolled.net_assets_before_window),
+        {{ all_but(['latest_trade_date', 'net_assets_before_window'], 'rolled') }},
         months.as_of_date,
         months.window_start_date,
         months.window_months,
@@ -224,13 +223,13 @@ final as (
         active_days::bigint as active_days,
         case when avg_assets > 0 then trading_volume / avg_assets end as turnover_rate,
         coalesce(
-            as_of_date - last_trade_date_in_window,
-            as_of_date - window_start_date + 2
+            {{ days_between('last_trade_date_in_window', 'as_of_date') }},
+            {{ days_between('window_start_date', 'as_of_date') }} + 2
         )::integer as recency_days,
         latest_trade_date as last_trade_date,
         -- loyalty
-        date_diff('month', first_open_date, as_of_date)::integer as tenure_months,
-        active_months / {{ window_months }}.0 as active_month_share,
+        {{ months_between_starts('first_open_date', 'as_of_date') }}::integer as tenure_months,
+        active_months / {{ window_months }}::double as active_month_share,
         product_breadth::integer as product_breadth,
         -- risk
         case when gross_assets_sum > 0 then margin_debt_sum / gross_assets_sum end

@@ -7,9 +7,8 @@
 -- every month-end. Incremental by month-end, with the tier history.
 {{ config(
     materialized='incremental',
-    incremental_strategy='delete+insert',
-    unique_key='as_of_date',
     on_schema_change='fail',
+    **replace_by_key('as_of_date')
 ) }}
 
 with

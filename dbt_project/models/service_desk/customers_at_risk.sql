@@ -14,9 +14,8 @@
 -- average fall, and not less than the idle figure. Incremental by month-end.
 {{ config(
     materialized='incremental',
-    incremental_strategy='delete+insert',
-    unique_key='as_of_date',
     on_schema_change='fail',
+    **replace_by_key('as_of_date')
 ) }}
 
 {%- set falling_months = var('at_risk_falling_months') | int %}
@@ -111,7 +110,11 @@ paced as (
             as months_if_idle,
         case
             when trade_count_before > trade_count
-                then ceil(trade_count * {{ falling_months }}.0 / (trade_count_before - trade_count))
+                then ceil(
+                        trade_count
+                        * {{ falling_months }}::double
+                        / (trade_count_before - trade_count)
+                    )
         end as months_at_falling_pace
     from flagged
     where is_gone_quiet or is_falling

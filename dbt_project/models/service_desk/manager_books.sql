@@ -8,9 +8,8 @@
 -- hours × the tier sizes. Incremental by month-end.
 {{ config(
     materialized='incremental',
-    incremental_strategy='delete+insert',
-    unique_key='as_of_date',
     on_schema_change='fail',
+    **replace_by_key('as_of_date')
 ) }}
 
 {%- set tiers = ['vip', 'potential', 'ordinary_a', 'ordinary_b', 'free', 'sleeping'] %}

@@ -19,9 +19,8 @@
 -- brings a manager within capacity unless one of its moves is not_possible.
 {{ config(
     materialized='incremental',
-    incremental_strategy='delete+insert',
-    unique_key='as_of_date',
     on_schema_change='fail',
+    **replace_by_key('as_of_date')
 ) }}
 
 with
@@ -104,7 +103,7 @@ shed_order as (
 
 over_capacity as (
     select
-        * exclude (hours_to_shed, hours_shed_before),
+        {{ all_but(['hours_to_shed', 'hours_shed_before']) }},
         'over_capacity' as move_reason
     from shed_order
     where coalesce(hours_shed_before, 0) < hours_to_shed

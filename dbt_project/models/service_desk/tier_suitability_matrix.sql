@@ -5,9 +5,8 @@
 -- tiers.tier_profiles. Incremental by month-end.
 {{ config(
     materialized='incremental',
-    incremental_strategy='delete+insert',
-    unique_key='as_of_date',
     on_schema_change='fail',
+    **replace_by_key('as_of_date')
 ) }}
 
 with

@@ -6,9 +6,8 @@
 -- the others, so the table holds every graded month-end whatever the run order.
 {{ config(
     materialized='incremental',
-    incremental_strategy='delete+insert',
-    unique_key='as_of_date',
     on_schema_change='fail',
+    **replace_by_key('as_of_date')
 ) }}
 
 with

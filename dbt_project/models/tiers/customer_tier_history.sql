@@ -5,9 +5,8 @@
 -- and reads the state before them from this table.
 {{ config(
     materialized='incremental',
-    incremental_strategy='delete+insert',
-    unique_key='as_of_date',
     on_schema_change='fail',
+    **replace_by_key('as_of_date')
 ) }}
 
 {%- set patience = var('hysteresis_patience') | int %}
@@ -73,10 +72,10 @@ anchors as (
     where recency = 1
 {%- else %}
     select
-        cast(null as varchar) as customer_id,
+        cast(null as string) as customer_id,
         cast(null as date) as anchor_date,
-        cast(null as varchar) as anchor_tier,
-        cast(null as varchar) as anchor_pending_tier,
+        cast(null as string) as anchor_tier,
+        cast(null as string) as anchor_pending_tier,
         cast(null as bigint) as anchor_pending_months
     where false
     {%- endif %}
@@ -214,10 +213,10 @@ final as (
             when overrides.customer_id is not null then 'override:' || overrides.reason
             when published.pending_tier is not null
                 then 'hysteresis:pending_tier=' || published.pending_tier
-                    || '|pending_months=' || cast(published.pending_months as varchar)
+                    || '|pending_months=' || cast(published.pending_months as string)
             when assignments.reason is not null then assignments.reason
             when published.segment = 0 then 'dormant_rule'
-            else 'segment=' || cast(published.segment as varchar)
+            else 'segment=' || cast(published.segment as string)
         end as reason,
         assignments.driver_1,
         assignments.driver_1_z,

@@ -7,12 +7,11 @@
 -- (reads_overrides_file), so today's file is never applied to the past.
 {{ config(
     materialized='incremental',
-    incremental_strategy='delete+insert',
-    unique_key='as_of_date',
     on_schema_change='fail',
     pre_hook="{% if is_incremental() %}delete from {{ this }} where "
         ~ "{{ reads_overrides_file('as_of_date') }}"
         ~ "{% else %}select 'a full build: nothing to replace'{% endif %}",
+    **replace_by_key('as_of_date')
 ) }}
 
 with
@@ -56,8 +55,8 @@ repeated_customers as (
     select
         customer_id,
         as_of_date,
-        -- DuckDB's ordered string_agg (Spark: array_join(array_sort(collect_list(...))))
-        string_agg(cast(source_line as varchar), ', ' order by source_line) as source_lines
+        {{ ordered_string_agg('cast(source_line as string)', "', '", 'source_line') }}
+            as source_lines
     from in_force
     where is_in_force
     group by customer_id, as_of_date
@@ -71,7 +70,7 @@ judged as (
         case
             when in_force.is_expired
                 then 'expired: valid_until ' || in_force.valid_until
-                    || ' is before the graded month-end ' || cast(in_force.as_of_date as varchar)
+                    || ' is before the graded month-end ' || cast(in_force.as_of_date as string)
         end as expired_reason,
         case
             when in_force.is_in_force and repeated_customers.customer_id is not null
@@ -82,7 +81,7 @@ judged as (
         case
             when in_force.is_in_force and graded_customers.customer_id is null
                 then 'not_graded: customer_id ''' || in_force.customer_id
-                    || ''' is not graded as of ' || cast(in_force.as_of_date as varchar)
+                    || ''' is not graded as of ' || cast(in_force.as_of_date as string)
         end as not_graded_reason
     from in_force
     left join repeated_customers
@@ -98,12 +97,12 @@ final as (
         -- dates
         cast(as_of_date as date) as as_of_date,
         -- ids
-        cast(customer_id as varchar) as customer_id,
+        cast(customer_id as string) as customer_id,
         -- the override
-        cast(requested_tier as varchar) as requested_tier,
-        cast(model_tier as varchar) as model_tier,
-        cast(reason as varchar) as reason,
-        cast(valid_until as varchar) as valid_until,
+        cast(requested_tier as string) as requested_tier,
+        cast(model_tier as string) as model_tier,
+        cast(reason as string) as reason,
+        cast(valid_until as string) as valid_until,
         cast(valid_until_date as date) as valid_until_date,
         -- the verdict: every problem, the line's own first
         coalesce(rejection_reason, expired_reason, duplicate_reason, not_graded_reason) is null
@@ -111,7 +110,7 @@ final as (
         cast(nullif(
             concat_ws('; ', rejection_reason, expired_reason, duplicate_reason, not_graded_reason),
             ''
-        ) as varchar) as rejection,
+        ) as string) as rejection,
         -- lineage
         cast(source_line as bigint) as source_line
     from judged

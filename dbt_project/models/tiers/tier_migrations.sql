@@ -4,9 +4,8 @@
 -- ones are not graded now. Incremental by month-end.
 {{ config(
     materialized='incremental',
-    incremental_strategy='delete+insert',
-    unique_key='as_of_date',
     on_schema_change='fail',
+    **replace_by_key('as_of_date')
 ) }}
 
 with

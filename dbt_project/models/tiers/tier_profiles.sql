@@ -3,9 +3,8 @@
 -- row, one without customers included. Incremental by month-end.
 {{ config(
     materialized='incremental',
-    incremental_strategy='delete+insert',
-    unique_key='as_of_date',
     on_schema_change='fail',
+    **replace_by_key('as_of_date')
 ) }}
 
 {%- set indicators = scoring_indicator_columns() %}

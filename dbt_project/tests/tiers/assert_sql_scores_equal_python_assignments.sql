@@ -67,8 +67,8 @@ factor_disagreements as (
         factor_scores.customer_id,
         cast(null as bigint) as sql_segment,
         cast(null as bigint) as python_segment,
-        cast(null as varchar) as sql_model_tier,
-        cast(null as varchar) as python_model_tier
+        cast(null as string) as sql_model_tier,
+        cast(null as string) as python_model_tier
     from {{ ref('customer_factor_scores') }} as factor_scores
     inner join assignments
         on factor_scores.customer_id = assignments.customer_id

@@ -25,7 +25,7 @@ final as (
         fees.trade_id,
         -- dates
         fees.fee_date,
-        date_trunc('month', fees.fee_date)::date as fee_month,
+        {{ month_start('fees.fee_date') }}::date as fee_month,
         -- categories
         fees.fee_type,
         case

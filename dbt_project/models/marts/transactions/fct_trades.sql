@@ -23,7 +23,7 @@ final as (
         trades.symbol,
         -- dates
         trades.trade_date,
-        date_trunc('month', trades.trade_date)::date as trade_month,
+        {{ month_start('trades.trade_date') }}::date as trade_month,
         -- categories
         trades.asset_class,
         trades.side,

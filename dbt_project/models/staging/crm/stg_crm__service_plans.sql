@@ -9,17 +9,17 @@ source as (
 renamed as (
     select
         -- ids
-        cast(tier as varchar) as tier,
+        cast(tier as string) as tier,
         cast(tier_rank as bigint) as tier_rank,
         -- plan
-        cast(display_name as varchar) as display_name,
-        cast(manager_level as varchar) as manager_level,
-        cast(contact_frequency as varchar) as contact_frequency,
+        cast(display_name as string) as display_name,
+        cast(manager_level as string) as manager_level,
+        cast(contact_frequency as string) as contact_frequency,
         cast(contacts_per_year as double) as contacts_per_year,
         cast(hours_per_contact as double) as hours_per_contact,
         cast(service_time_share as double) as service_time_share,
-        cast(plan_version as varchar) as plan_version,
-        cast(description as varchar) as description
+        cast(plan_version as string) as plan_version,
+        cast(description as string) as description
     from source
 )
 

@@ -9,7 +9,12 @@ source as (
         field_count,
         header_field_count,
         record,
-        struct_pack(customer_id, tier, reason, valid_until) as original
+        {{ struct_of([
+            ('customer_id', 'customer_id'),
+            ('tier', 'tier'),
+            ('reason', 'reason'),
+            ('valid_until', 'valid_until'),
+        ]) }} as original
     from {{ source('crm', 'tier_overrides') }}
 ),
 
@@ -48,7 +53,8 @@ typed as (
         'code': 'invalid_value',
         'condition': 'tier is not null and tier not in (select tier from ' ~ plans ~ ')',
         'message': "'tier ' || " ~ _quoted('tier') ~ " || ' is not a tier code (' || "
-            ~ "(select string_agg(tier, ', ' order by tier_rank) from " ~ plans ~ ") || ')'",
+            ~ "(select " ~ ordered_string_agg('tier', "', '", 'tier_rank') ~ " from " ~ plans
+            ~ ") || ')'",
     },
     rule_missing('reason'),
     rule_date('valid_until'),
@@ -57,8 +63,8 @@ typed as (
 {%- set rules = [{
     'code': 'malformed_line',
     'condition': 'field_count <> header_field_count',
-    'message': "cast(field_count as varchar) || ' fields where the header has ' || "
-        ~ "cast(header_field_count as varchar) || ' (a comma in an unquoted reason?)'",
+    'message': "cast(field_count as string) || ' fields where the header has ' || "
+        ~ "cast(header_field_count as string) || ' (a comma in an unquoted reason?)'",
 }] %}
 {%- for rule in line_rules %}
     {%- do rules.append({

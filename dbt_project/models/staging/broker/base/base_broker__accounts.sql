@@ -8,7 +8,7 @@ source as (
     select
         _source_file,
         _source_row,
-        struct_pack(*columns(* exclude (_source_file, _source_row))) as original
+        {{ row_struct(['_source_file', '_source_row']) }} as original
     from {{ source('broker', 'accounts') }}
 ),
 
@@ -74,4 +74,4 @@ checked as (
     {{ check_rules('typed', rules) }}
 )
 
-{{ without_account_check('checked') }}
+{{ without_account_check('checked', ['account_id']) }}

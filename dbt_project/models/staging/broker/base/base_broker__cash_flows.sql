@@ -15,7 +15,7 @@ source as (
     select
         _source_file,
         _source_row,
-        struct_pack(*columns(* exclude (_source_file, _source_row))) as original
+        {{ row_struct(['_source_file', '_source_row']) }} as original
     from {{ source('broker', 'cash_flows') }}
 ),
 
@@ -63,4 +63,4 @@ checked as (
     {{ check_rules('typed', rules) }}
 )
 
-{{ judge_accounts('checked') }}
+{{ judge_accounts('checked', ['flow_id']) }}

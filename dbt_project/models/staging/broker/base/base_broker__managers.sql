@@ -8,7 +8,7 @@ source as (
     select
         _source_file,
         _source_row,
-        struct_pack(*columns(* exclude (_source_file, _source_row))) as original
+        {{ row_struct(['_source_file', '_source_row']) }} as original
     from {{ source('broker', 'managers') }}
 ),
 
@@ -50,8 +50,9 @@ typed as (
         'condition': 'level is not null and level not in (select manager_level from '
             ~ levels ~ ')',
         'message': "'level ' || " ~ _quoted('level') ~ " || ' is not a manager level of "
-            ~ "the service plans (' || (select string_agg(manager_level, ', ' order by "
-            ~ "level_rank) from " ~ levels ~ ") || ')'",
+            ~ "the service plans (' || (select "
+            ~ ordered_string_agg('manager_level', "', '", 'level_rank') ~ " from " ~ levels
+            ~ ") || ')'",
     },
     rule_number('capacity_hours_per_month'),
     rule_range('capacity_hours_per_month', '>= 0'),
@@ -61,4 +62,4 @@ checked as (
     {{ check_rules('typed', rules) }}
 )
 
-{{ without_account_check('checked') }}
+{{ without_account_check('checked', ['manager_id']) }}

@@ -1,0 +1,131 @@
+"""The marts and the audit built on local Spark beside DuckDB, from one landing folder.
+
+    python -m benchmarks.spark_bench --customers 100000
+
+Uses the bench's generated book (``data/bench/<customers>/with_new_month``, made by
+``make bench`` or generated here). Both engines build the same dbt selection
+(``orchestration.spark.SPARK_SELECTION``) from the same landed rows:
+
+1. ``python -m orchestration.spark``: the landing (the whole-file checks, the rows
+   written as Parquet for Spark), a local Spark session, ``dbt build``;
+2. ``dbt build --target local`` on a copy of the landing's DuckDB file.
+
+Each is a process of its own, timed, with the peak memory of its process tree
+(Spark's JVM included). Writes ``benchmarks/results/spark-<time>.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import platform
+import shutil
+import sys
+from pathlib import Path
+
+import psutil
+
+from benchmarks.bench import base_environment, prepare_dataset
+from benchmarks.measure import run_measured
+from orchestration.config import DBT_PROJECT_DIR, REPO_ROOT
+from orchestration.spark import SPARK_EXCLUSION, SPARK_SELECTION
+
+RESULTS = REPO_ROOT / "benchmarks" / "results"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.spark_bench")
+    parser.add_argument("--customers", type=int, default=100_000)
+    parser.add_argument("--work", type=Path, default=REPO_ROOT / "data" / "bench")
+    parser.add_argument("--driver-memory", default="8g", help="Spark's driver (local mode)")
+    args = parser.parse_args(argv)
+    size_dir = args.work / str(args.customers)
+    dataset = prepare_dataset(args.customers, size_dir)
+    run_dir = size_dir / "spark_runs"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir(parents=True)
+    load_date = dt.date.today().isoformat()
+    env = {
+        **base_environment(),
+        "TIERS_RAW_DIR": str(dataset.with_new_month),
+        "TIERS_SPARK_DRIVER_MEMORY": args.driver_memory,
+        "SPARK_LOCAL_IP": "127.0.0.1",
+    }
+    timings = run_dir / "spark_timings.json"
+    spark = run_measured(
+        [
+            sys.executable,
+            "-m",
+            "orchestration.spark",
+            "--dir",
+            str(run_dir / "spark"),
+            "--no-unit-tests",
+            "--timings",
+            str(timings),
+        ],
+        env,
+        run_dir / "spark.log",
+    )
+    if spark.returncode != 0:
+        print(f"the Spark build failed: {run_dir / 'spark.log'}", file=sys.stderr)
+        return 1
+    steps = json.loads(timings.read_text())
+    duck_file = run_dir / "duck" / "warehouse.duckdb"
+    duck_file.parent.mkdir()
+    shutil.copy(run_dir / "spark" / "stage" / "landing.duckdb", duck_file)
+    duck = run_measured(
+        [
+            str(Path(sys.executable).with_name("dbt")),
+            "build",
+            "--select",
+            *SPARK_SELECTION,
+            "--exclude",
+            *SPARK_EXCLUSION,
+            "--indirect-selection",
+            "cautious",
+            "--exclude-resource-type",
+            "unit_test",
+            "--vars",
+            json.dumps({"load_date": load_date}),
+            "--project-dir",
+            str(DBT_PROJECT_DIR),
+            "--profiles-dir",
+            str(DBT_PROJECT_DIR),
+            "--target-path",
+            str(run_dir / "duck" / "target"),
+        ],
+        {**env, "TIERS_WAREHOUSE": str(duck_file)},
+        run_dir / "duck.log",
+    )
+    if duck.returncode != 0:
+        print(f"the DuckDB build failed: {run_dir / 'duck.log'}", file=sys.stderr)
+        return 1
+    gb = 1e9
+    lines = [
+        f"# Spark beside DuckDB: {args.customers:,} customers × 25 months "
+        f"({dataset.raw_bytes / gb:.2f} GB of CSV)",
+        "",
+        f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; {psutil.cpu_count()} cores, "
+        f"{psutil.virtual_memory().total / gb:.1f} GB RAM, {platform.platform()}; Spark in "
+        f"local mode (local[2], driver memory {args.driver_memory}). One run each. The "
+        f"selection: {', '.join(SPARK_SELECTION)} (models and data tests).",
+        "",
+        "| engine | landing | start-up | dbt build | whole process | peak memory |",
+        "| --- | --- | --- | --- | --- | --- |",
+        f"| Spark | {steps['stage']:.1f} s | {steps['session']:.1f} s | "
+        f"{steps['dbt_build']:.1f} s | {spark.wall_s:.1f} s | {spark.peak_bytes / gb:.2f} GB |",
+        f"| DuckDB | (the same landing) | | {duck.wall_s:.1f} s | {duck.wall_s:.1f} s "
+        f"+ landing | {duck.peak_bytes / gb:.2f} GB |",
+        "",
+    ]
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"spark-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}.md"
+    out.write_text("\n".join(lines))
+    print("\n".join(lines))
+    print(f"written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

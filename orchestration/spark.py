@@ -26,15 +26,18 @@ import os
 import shutil
 import sys
 import time
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 
+from ml import MODEL_TABLES, TieringModel
 from orchestration import config_files
 from orchestration.config import DBT_PROJECT_DIR, VolumeBounds
 from orchestration.landing import CONTRACT, discover, land, new_load_id
+from orchestration.tiering import assign_month, fit_month, graded_months, record_grading
 
 #: The raw tables dbt reads (sources broker and crm), all handed to Spark.
 RAW_TABLES = (
@@ -44,6 +47,15 @@ RAW_TABLES = (
     "latest_load",
     "service_plans",
     "tier_overrides",
+)
+
+#: The tables the grading writes (source ``tiers``), handed to Spark like the raw ones.
+TIER_SOURCES = (
+    *MODEL_TABLES,
+    "model_runs",
+    "model_k_diagnostics",
+    "customer_assignments",
+    "grading_runs",
 )
 
 #: Spark settings for a local session (``TIERS_SPARK_MASTER`` and
@@ -92,7 +104,7 @@ def stage(
     plans = config_files.load_service_plans(service_plans)  # checked before anything is written
     if stage_dir.exists():
         shutil.rmtree(stage_dir)
-    (stage_dir / "raw").mkdir(parents=True)
+    stage_dir.mkdir(parents=True)
     load_id = new_load_id()
     rows = {}
     with duckdb.connect(str(stage_dir / "landing.duckdb")) as con:
@@ -100,22 +112,28 @@ def stage(
         config_files.land_service_plans(con, service_plans)
         config_files.land_overrides(con, overrides)
         for table in RAW_TABLES:
-            target = stage_dir / "raw" / table
-            target.mkdir()
-            con.execute(
-                f"copy (select {_spark_columns(con, table)} from raw.{table}) "
-                f"to '{target / 'part-0.parquet'}' (format parquet)"
-            )
-            rows[table] = con.execute(f"select count(*) from raw.{table}").fetchone()[0]
+            rows[table] = export_table(con, "raw", table, stage_dir / "raw" / table)
     del plans
     return Staged(stage_dir, load_id, rows)
 
 
-def _spark_columns(con: duckdb.DuckDBPyConnection, table: str) -> str:
-    """The columns of ``raw.<table>``, timestamps as UTC instants: Spark reads a Parquet
+def export_table(con: duckdb.DuckDBPyConnection, schema: str, table: str, folder: Path) -> int:
+    """Write ``schema.table`` as Parquet into ``folder`` (made here); returns its rows."""
+    folder.mkdir(parents=True)
+    con.execute(
+        f"copy (select {_spark_columns(con, schema, table)} from {schema}.{table}) "
+        f"to '{folder / 'part-0.parquet'}' (format parquet)"
+    )
+    return con.execute(f"select count(*) from {schema}.{table}").fetchone()[0]
+
+
+def _spark_columns(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> str:
+    """The columns of ``schema.table``, timestamps as UTC instants: Spark reads a Parquet
     timestamp without a time zone as ``timestamp_ntz``, not the ``timestamp`` the
     contracts name (the session's time zone is UTC, so the values are the same)."""
-    types = con.execute(f"select column_name, column_type from (describe raw.{table})").fetchall()
+    types = con.execute(
+        f"select column_name, column_type from (describe {schema}.{table})"
+    ).fetchall()
     return ", ".join(
         f'"{name}"::timestamptz as "{name}"' if kind == "TIMESTAMP" else f'"{name}"'
         for name, kind in types
@@ -143,10 +161,54 @@ def spark_session(warehouse_dir: Path):
 
 def register_raw(spark, staged: Staged) -> None:
     """``raw.<table>``: an external Parquet table over each staged raw table."""
-    spark.sql("create database if not exists raw")
-    for table in RAW_TABLES:
-        spark.sql(f"drop table if exists raw.{table}")
-        spark.sql(f"create table raw.{table} using parquet location '{staged.table_path(table)}'")
+    register(spark, "raw", {table: staged.table_path(table) for table in RAW_TABLES})
+
+
+def register(spark, schema: str, folders: dict[str, Path]) -> None:
+    """An external Parquet table ``schema.<name>`` over each folder."""
+    spark.sql(f"create database if not exists {schema}")
+    for table, folder in folders.items():
+        spark.sql(f"drop table if exists {schema}.{table}")
+        spark.sql(f"create table {schema}.{table} using parquet location '{folder}'")
+
+
+def grade(spark, spark_dir: Path, run_id: str) -> list[dt.date]:
+    """Grade every month-end of Spark's ``marts.customer_indicators``, in order, and hand
+    the model tables and the assignments to Spark as ``tiers.<table>``.
+
+    The grading is the DuckDB job's own code (``orchestration.tiering``: each month
+    fitted, warm-started from the one before, then every customer assigned): it
+    reads Spark's indicators, Parquet files, through a DuckDB view in
+    ``<spark_dir>/stage/grading.duckdb`` and writes its tables there; they are
+    exported as Parquet (``<spark_dir>/stage/tiers/<table>``) and registered in
+    Spark. Returns the month-ends graded.
+    """
+    indicators = spark_dir / "warehouse" / "marts.db" / "customer_indicators"
+    stage_dir = spark_dir / "stage"
+    grading = stage_dir / "grading.duckdb"
+    grading.unlink(missing_ok=True)
+    shutil.rmtree(stage_dir / "tiers", ignore_errors=True)
+    with duckdb.connect(str(grading)) as con:
+        con.execute("create schema marts")
+        # partitioned by as_of_date: the partition folders name it
+        con.execute(
+            "create view marts.customer_indicators as select * replace "
+            "(cast(as_of_date as date) as as_of_date) from read_parquet("
+            f"'{indicators}/*/*.parquet', hive_partitioning = true)"
+        )
+        months = graded_months(con)
+        record_grading(con, run_id, months)
+        for month in months:
+            fit_month(
+                con, month, TieringModel(), orchestrator_run_id=run_id, diagnose=month == months[-1]
+            )
+        for month in months:
+            assign_month(con, month)
+        folders = {table: stage_dir / "tiers" / table for table in TIER_SOURCES}
+        for table, folder in folders.items():
+            export_table(con, "tiers", table, folder)
+    register(spark, "tiers", folders)
+    return months
 
 
 def run_dbt(args: Sequence[str], dbt_vars: dict | None = None) -> None:
@@ -178,12 +240,12 @@ class SparkBuildError(RuntimeError):
     """dbt failed on the Spark target."""
 
 
-#: The layers a Spark build makes: everything up to the marts and the audit. The
-#: tiers and service desk models need the grading's model tables, written on DuckDB
-#: only for now (docs/spark.md).
-SPARK_SELECTION = ("staging", "intermediate", "marts", "audit")
-#: Tests that read a model outside SPARK_SELECTION are left out with it.
-SPARK_EXCLUSION = ("tiers", "service_desk")
+#: The dbt selections of a Spark build: the layers up to the marts and the audit,
+#: then, after the grading, the tiers and the service desk marts.
+WAREHOUSE_LAYERS = ("staging", "intermediate", "marts", "audit")
+TIER_LAYERS = ("tiers", "service_desk")
+#: Spark's databases (the service desk marts are in marts).
+SCHEMAS = ("raw", "staging", "intermediate", "marts", "audit", "tiers")
 
 
 def build(
@@ -194,44 +256,70 @@ def build(
     overrides: Path | None = None,
     unit_tests: bool = True,
     timings: dict[str, float] | None = None,
+    tiers: bool = True,
 ):
-    """Land ``raw_dir`` and build the warehouse on Spark under ``spark_dir``.
+    """Land ``raw_dir`` and build the whole warehouse on Spark under ``spark_dir``
+    (with ``tiers`` False, up to the marts and the audit).
 
-    ``spark_dir/stage`` holds the staged raw tables, ``spark_dir/warehouse`` Spark's
-    tables (Parquet, one folder per table). A full build: both are emptied first.
-    Runs ``dbt build`` (models and data tests), then the unit tests (which need the
+    ``spark_dir/stage`` holds the staged raw tables and the grading's tables,
+    ``spark_dir/warehouse`` Spark's tables (Parquet, one folder per table). A full
+    build: both are emptied first. Runs ``dbt build`` up to the marts and the audit
+    (models and data tests), grades every month-end (:func:`grade`), builds the
+    tiers and the service desk marts, then runs dbt's unit tests (which need the
     incremental models to exist). Returns the Spark session, whose catalog holds
-    the tables until the process ends; ``timings`` gets each step's seconds. Raises
-    ``LandingError`` / ``ConfigError`` for unusable input, :class:`SparkBuildError`
-    when dbt fails.
+    the tables until the process ends; ``timings`` gets each step's seconds.
+    Raises ``LandingError`` / ``ConfigError`` for unusable input,
+    :class:`SparkBuildError` when dbt fails.
     """
     timings = {} if timings is None else timings
     started = time.monotonic()
     staged = stage(raw_dir, spark_dir / "stage", service_plans, overrides)
-    timings["stage"] = time.monotonic() - started
+    timings["landing"] = time.monotonic() - started
     warehouse = spark_dir / "warehouse"
     if warehouse.exists():
         shutil.rmtree(warehouse)
     started = time.monotonic()
     spark = spark_session(warehouse)
-    for schema in ("raw", *SPARK_SELECTION):  # a build before in this process: gone
+    for schema in SCHEMAS:  # a build before in this process: gone
         spark.sql(f"drop database if exists {schema} cascade")
     register_raw(spark, staged)
     timings["session"] = time.monotonic() - started
-    dbt_vars = {"load_date": (load_date or dt.date.today()).isoformat()}
-    common = ["--select", *SPARK_SELECTION, "--exclude", *SPARK_EXCLUSION]
-    common += ["--indirect-selection", "cautious"]
+    run_id = str(uuid.uuid4())
+    dbt_vars = {
+        "load_date": (load_date or dt.date.today()).isoformat(),
+        "orchestrator_run_id": run_id,
+    }
+    layers = ["--select", *WAREHOUSE_LAYERS, "--exclude", *TIER_LAYERS]
     started = time.monotonic()
-    run_dbt(["build", *common, "--exclude-resource-type", "unit_test"], dbt_vars)
+    run_dbt(
+        [
+            "build",
+            *layers,
+            "--indirect-selection",
+            "cautious",
+            "--exclude-resource-type",
+            "unit_test",
+        ],
+        dbt_vars,
+    )
     timings["dbt_build"] = time.monotonic() - started
-    if unit_tests:
+    if tiers:
         started = time.monotonic()
-        run_dbt(["test", *common, "--resource-type", "unit_test"], dbt_vars)
+        grade(spark, spark_dir, run_id)
+        timings["grading"] = time.monotonic() - started
+        started = time.monotonic()
+        run_dbt(
+            ["build", "--select", *TIER_LAYERS, "--exclude-resource-type", "unit_test"], dbt_vars
+        )
+        timings["dbt_tiers"] = time.monotonic() - started
+    if unit_tests and tiers:
+        started = time.monotonic()
+        run_dbt(["test", "--resource-type", "unit_test"], dbt_vars)
         timings["unit_tests"] = time.monotonic() - started
     return spark
 
 
-def table_rows(spark, schemas: Iterable[str] = ("staging", "intermediate", "marts", "audit")):
+def table_rows(spark, schemas: Iterable[str] = SCHEMAS[1:]):
     """``{schema.table: rows}`` of the Spark build's tables (views left out)."""
     rows = {}
     for schema in schemas:
@@ -253,8 +341,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(
         prog="python -m orchestration.spark",
-        description="Land TIERS_RAW_DIR and build the marts and the audit on local Spark "
-        "(dbt-spark, method session); the tables are written as Parquet under --dir.",
+        description="Land TIERS_RAW_DIR, build the marts, grade every month-end and build the "
+        "tiers on local Spark (dbt-spark, method session); the tables are written as Parquet "
+        "under --dir.",
     )
     parser.add_argument(
         "--dir",
@@ -301,6 +390,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for name, rows in table_rows(spark).items():
         print(f"{name:55} {rows:>12,}")
+    tiers = spark.sql(
+        "select max(as_of_date) as as_of_date, tier, count(*) as customers "
+        "from tiers.customer_tiers group by tier order by min(tier_rank)"
+    ).collect()
+    if tiers:
+        print(f"Tiers as of {tiers[0].as_of_date} (tiers.customer_tiers):")
+        for row in tiers:
+            print(f"  {row.tier:12} {row.customers:>10,}")
     return 0
 
 

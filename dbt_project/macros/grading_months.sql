@@ -24,11 +24,12 @@
             sum over the graded months adds its rows in the same order every run -#}
         {%- if execute -%}
             {%- set runs = api.Relation.create(
-                database=target.database, schema=generate_schema_name('tiers', none),
+                database=target.database if target.database is defined else none,
+                schema=generate_schema_name('tiers', none),
                 identifier='grading_runs') -%}
             {%- set found = run_query(
-                'select strftime(' ~ ('min' if name == 'grade_from' else 'max')
-                ~ "(as_of_date), '%Y-%m-%d') from " ~ runs
+                'select cast(' ~ ('min' if name == 'grade_from' else 'max')
+                ~ '(as_of_date) as string) from ' ~ runs
                 ~ " where orchestrator_run_id = '" ~ (run_id | replace("'", "''")) ~ "'"
             ).columns[0].values()[0] -%}
             {%- if found is none -%}
@@ -62,7 +63,8 @@
     The history is looked up, not ref'd: it is built from override_audit. -#}
 {% macro reads_overrides_file(column) -%}
     {%- set history = adapter.get_relation(
-        database=target.database, schema=generate_schema_name('tiers', none),
+        database=target.database if target.database is defined else none,
+        schema=generate_schema_name('tiers', none),
         identifier='customer_tier_history') if execute else none -%}
     {{ is_graded(column) }}
     {%- if history is not none %}

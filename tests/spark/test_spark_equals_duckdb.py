@@ -1,11 +1,13 @@
-"""The same dbt project on Spark (dbt-spark, local session) gives DuckDB's marts and audit.
+"""The same dbt project on Spark (dbt-spark, local session) gives DuckDB's warehouse.
 
 Both engines build from one staged landing (``orchestration.spark.stage``): Spark
-from the staged Parquet, DuckDB from the landing's own views over the files. Every
-table of the marts and the audit must hold the same rows: the same keys, text and
-dates equal, numbers within 1e-9 relative. Two books: the committed sample (clean)
-and a generated dirty book, whose planted bad rows (every quarantine rule, duplicate
-keys among them) must land in ``audit.quarantine`` alike.
+from the staged Parquet, DuckDB from the landing's own views over the files. Each
+engine's marts are then graded by the product's grading code, reading that
+engine's indicators, and the tiers and service desk models are built on it. Every
+compared table must hold the same rows: the same keys, text and dates equal,
+numbers within 1e-9 relative, the same tiers. Two books: the committed sample
+(clean) and a generated dirty book, whose planted bad rows (every quarantine rule,
+duplicate keys among them) must land in ``audit.quarantine`` alike.
 
 Run by ``make test-spark`` (needs the ``spark`` extra and Java); ``make test`` leaves
 it out (marker ``spark``).
@@ -25,8 +27,15 @@ import pytest
 
 pytest.importorskip("pyspark")
 
+from ml import TieringModel  # noqa: E402
 from orchestration import spark as engine  # noqa: E402
 from orchestration.config import REPO_ROOT  # noqa: E402
+from orchestration.tiering import (  # noqa: E402
+    assign_month,
+    fit_month,
+    graded_months,
+    record_grading,
+)
 from tests.conftest import LOAD_DATE, dbt, make_landing  # noqa: E402
 
 pytestmark = pytest.mark.spark
@@ -45,9 +54,23 @@ TABLES = {
     "staging.stg_broker__balances": ("account_id", "as_of_date"),
     "staging.stg_broker__cash_flows": ("flow_id",),
     "staging.stg_broker__managers": ("manager_id",),
+    "tiers.customer_tiers": ("customer_id",),
+    "tiers.customer_tier_history": ("customer_id", "as_of_date"),
+    "tiers.customer_scores": ("customer_id", "as_of_date"),
+    "tiers.customer_factor_scores": ("customer_id", "as_of_date", "factor"),
+    "tiers.tier_profiles": ("as_of_date", "tier"),
+    "tiers.tier_migrations": ("as_of_date", "from_tier", "to_tier"),
+    "tiers.tier_activity_by_branch": ("as_of_date", "branch_id", "tier"),
+    "tiers.service_plans": ("tier",),
+    "marts.customer_service_book": ("customer_id", "as_of_date"),
+    "marts.tier_suitability_matrix": ("as_of_date", "tier", "suitability_grade"),
+    "marts.manager_books": ("as_of_date", "manager_id", "branch_id"),
+    "marts.manager_reassignments": ("as_of_date", "customer_id"),
+    "marts.customers_at_risk": ("customer_id", "as_of_date"),
 }
-#: Columns that differ by design: the engines' hash functions, the time of the build.
-ENGINE_COLUMNS = {"fingerprint", "loaded_at"}
+#: Columns that differ by design: the engines' hash functions, the time of the build,
+#: the fit's id (a digest of the indicators' bits, which differ in the last digits).
+ENGINE_COLUMNS = {"fingerprint", "loaded_at", "run_id", "model_run_id"}
 RELATIVE_TOLERANCE = 1e-9
 
 
@@ -107,25 +130,30 @@ def compare(duck: Path, spark, table: str, keys: tuple[str, ...]) -> int:
     return len(duck_rows)
 
 
-def build_both(raw_dir: Path, work: Path):
-    """Spark's build of ``raw_dir`` (its session) and DuckDB's, from one staged landing."""
+def build_both(raw_dir: Path, work: Path, tiers: bool = True):
+    """Spark's build of ``raw_dir`` (its session) and DuckDB's, from one staged landing;
+    with ``tiers`` False, up to the marts and the audit."""
     logging.getLogger("SQLQueryContextLogger").setLevel(logging.CRITICAL)
-    spark = engine.build(raw_dir, work / "spark", LOAD_DATE)
+    spark = engine.build(raw_dir, work / "spark", LOAD_DATE, unit_tests=False, tiers=tiers)
     duck = work / "duck" / "warehouse.duckdb"
     duck.parent.mkdir()
     shutil.copy(work / "spark" / "stage" / "landing.duckdb", duck)
-    done = dbt(
-        duck,
-        "build",
-        "--select",
-        *engine.SPARK_SELECTION,
-        "--exclude",
-        *engine.SPARK_EXCLUSION,
-        "--indirect-selection",
-        "cautious",
-        "--exclude-resource-type",
-        "unit_test",
-    )
+    run_id = "duckdb-reference"
+    dbt_vars = {"orchestrator_run_id": run_id}
+    layers = ["--select", *engine.WAREHOUSE_LAYERS, "--exclude", *engine.TIER_LAYERS]
+    no_unit_tests = ["--exclude-resource-type", "unit_test"]
+    done = dbt(duck, "build", *layers, "--indirect-selection", "cautious", *no_unit_tests)
+    assert done.returncode == 0, done.stdout[-3000:]
+    if not tiers:
+        return spark, duck
+    with duckdb.connect(str(duck)) as con:  # the grading as the Dagster job runs it
+        months = graded_months(con)
+        record_grading(con, run_id, months)
+        for month in months:
+            fit_month(con, month, TieringModel(), diagnose=month == months[-1])
+        for month in months:
+            assign_month(con, month)
+    done = dbt(duck, "build", "--select", *engine.TIER_LAYERS, *no_unit_tests, dbt_vars=dbt_vars)
     assert done.returncode == 0, done.stdout[-3000:]
     return spark, duck
 
@@ -139,14 +167,14 @@ def sample(tmp_path_factory):
 def test_the_sample_builds_alike_on_both_engines(sample, table):
     spark, duck = sample
     rows = compare(duck, spark, table, TABLES[table])
-    if table.startswith("marts."):
+    if table.startswith(("marts.", "tiers.")):
         assert rows > 0
 
 
 def test_a_dirty_book_is_quarantined_alike(tmp_path_factory, sample):
     work = tmp_path_factory.mktemp("spark_dirty")
     raw = make_landing(work / "raw", customers=300, months=13, seed=23, parts=2, dirty=True)
-    spark, duck = build_both(raw, work)
+    spark, duck = build_both(raw, work, tiers=False)
     quarantined = compare(duck, spark, "audit.quarantine", TABLES["audit.quarantine"])
     rules = {
         rule

@@ -107,7 +107,8 @@ final as (
         case
             when is_unassigned then 'unassigned'
             when not is_listed then 'not_listed'
-            when required_hours_per_month > capacity_hours_per_month then 'over'
+            -- hours are sums of fractions: a book at capacity to a few microseconds is not over
+            when required_hours_per_month > capacity_hours_per_month + 1e-9 then 'over'
             when required_hours_per_month
                 < {{ var('manager_underload_share') }} * capacity_hours_per_month then 'under'
             else 'within'

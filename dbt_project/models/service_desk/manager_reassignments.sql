@@ -17,6 +17,11 @@
 --    hours run out; the note says which.
 -- A greedy rule, not an optimum: it never pushes a receiver over capacity, and
 -- brings a manager within capacity unless one of its moves is not_possible.
+-- Hours are sums of fractions (contacts a year × hours / 12), which the engines
+-- add up in different orders: a comparison of such sums treats hours within
+-- `tolerance` (a few microseconds) as equal, so that a customer exactly at a
+-- boundary is placed the same way whatever the last digits of the sums.
+{%- set tolerance = 1e-9 %}
 {{ config(
     materialized='incremental',
     on_schema_change='fail',
@@ -106,7 +111,7 @@ over_capacity as (
         {{ all_but(['hours_to_shed', 'hours_shed_before']) }},
         'over_capacity' as move_reason
     from shed_order
-    where coalesce(hours_shed_before, 0) < hours_to_shed
+    where coalesce(hours_shed_before, 0) < hours_to_shed - {{ tolerance }}
 ),
 
 movers as (
@@ -173,8 +178,8 @@ placed as (
     left join stretches
         on movers.as_of_date = stretches.as_of_date
         and movers.branch_id = stretches.branch_id
-        and movers.starts_at >= stretches.starts_at
-        and movers.starts_at < stretches.ends_at
+        and movers.starts_at >= stretches.starts_at - {{ tolerance }}
+        and movers.starts_at < stretches.ends_at - {{ tolerance }}
 ),
 
 final as (

@@ -156,7 +156,9 @@ def spark_session(warehouse_dir: Path):
     for key, value in session_conf().items():
         builder = builder.config(key, value)
     builder = builder.config("spark.sql.warehouse.dir", str(warehouse_dir.resolve()))
-    return builder.getOrCreate()
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")  # dbt's reuse of the session warns on each call
+    return spark
 
 
 def register_raw(spark, staged: Staged) -> None:
@@ -212,12 +214,17 @@ def grade(spark, spark_dir: Path, run_id: str) -> list[dt.date]:
 
 
 def run_dbt(args: Sequence[str], dbt_vars: dict | None = None) -> None:
-    """``dbt <args> --target spark`` in this process (it shares the Spark session)."""
+    """``dbt <args> --target spark`` in this process (it shares the Spark session).
+
+    dbt prints only errors unless ``TIERS_SPARK_VERBOSE=1``; its whole log is in
+    ``dbt_project/logs/dbt.log``."""
     import json
 
     from dbt.cli.main import dbtRunner
 
+    quiet = [] if os.environ.get("TIERS_SPARK_VERBOSE") == "1" else ["--quiet"]
     command = [
+        *quiet,
         *args,
         "--target",
         "spark",
@@ -384,6 +391,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     if args.timings:
         args.timings.write_text(json.dumps(timings, indent=2))
+    for step, seconds in timings.items():
+        print(f"{step:12} {seconds:7.1f} s")
     print(
         f"Built on Spark in {time.monotonic() - started:.0f} s; tables under "
         f"{(args.dir / 'warehouse').resolve()}"

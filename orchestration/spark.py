@@ -22,6 +22,7 @@ A cluster (``method: thrift``) is described in docs/spark.md.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import shutil
 import sys
@@ -32,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+from dbt.cli.main import dbtRunner
 
 from ml import MODEL_TABLES, TieringModel
 from orchestration import config_files
@@ -95,13 +97,17 @@ def stage(
 ) -> Staged:
     """Judge ``raw_dir``'s files as the DuckDB job does and write the raw tables as Parquet.
 
-    ``stage_dir`` is emptied first: a Spark build is a full build of what the
-    folder holds. Whole-file problems raise :class:`~orchestration.landing.LandingError`
-    (and a broken config file :class:`~orchestration.config.ConfigError`) before
-    anything is written to ``stage_dir/raw``.
+    A Spark build is a full build of what the folder holds: ``stage_dir`` is emptied
+    and every file landed anew, so there is no previous load for the volume bounds
+    (``TIERS_MAX_ROW_DROP``, ``TIERS_MAX_MALFORMED_JUMP``) to compare with. A whole-file
+    problem raises :class:`~orchestration.landing.LandingError`, a broken config file
+    :class:`~orchestration.config.ConfigError`: a missing table or column, or a
+    broken service plans file, before ``stage_dir`` is touched; an unreadable,
+    cut or badly quoted file once the files are read, leaving ``stage_dir``
+    without raw tables (nothing for Spark to build from).
     """
     files = discover(raw_dir)
-    plans = config_files.load_service_plans(service_plans)  # checked before anything is written
+    config_files.load_service_plans(service_plans)  # checked before anything is removed
     if stage_dir.exists():
         shutil.rmtree(stage_dir)
     stage_dir.mkdir(parents=True)
@@ -113,7 +119,6 @@ def stage(
         config_files.land_overrides(con, overrides)
         for table in RAW_TABLES:
             rows[table] = export_table(con, "raw", table, stage_dir / "raw" / table)
-    del plans
     return Staged(stage_dir, load_id, rows)
 
 
@@ -218,9 +223,6 @@ def run_dbt(args: Sequence[str], dbt_vars: dict | None = None) -> None:
 
     dbt prints only errors unless ``TIERS_SPARK_VERBOSE=1``; its whole log is in
     ``dbt_project/logs/dbt.log``."""
-    import json
-
-    from dbt.cli.main import dbtRunner
 
     quiet = [] if os.environ.get("TIERS_SPARK_VERBOSE") == "1" else ["--quiet"]
     command = [
@@ -340,7 +342,6 @@ def table_rows(spark, schemas: Iterable[str] = SCHEMAS[1:]):
 
 def main(argv: Sequence[str] | None = None) -> int:
     import argparse
-    import json
     import logging
 
     from orchestration.config import ConfigError, Settings

@@ -188,3 +188,15 @@ def test_a_dirty_book_is_quarantined_alike(tmp_path_factory, sample):
     assert quarantined > 0
     for table in ("audit.load_reconciliation", "marts.customer_indicators", "marts.fct_trades"):
         compare(duck, spark, table, TABLES[table])
+
+
+def test_a_half_copied_file_stops_the_spark_build_naming_it(tmp_path, monkeypatch, capsys):
+    raw = make_landing(tmp_path / "raw", customers=50, months=3, seed=5)
+    trades = raw / "trades.csv"
+    data = trades.read_bytes()
+    trades.write_bytes(data[: data.rindex(b",", 0, len(data) // 2)])  # cut mid-line
+    monkeypatch.setenv("TIERS_RAW_DIR", str(raw))
+    assert engine.main(["--dir", str(tmp_path / "spark")]) == 2  # the input is unusable
+    error = capsys.readouterr().err
+    assert "trades.csv ends in a cut line" in error
+    assert not (tmp_path / "spark" / "warehouse").exists()  # nothing was built

@@ -21,8 +21,10 @@ rolled_up as (
         count(*) as account_count,
         count(*) filter (where is_margin_account) as margin_account_count,
         count(distinct branch_id) as branch_count,
-        {{ max_by('manager_id', ['open_date', 'account_id']) }}
-            filter (where manager_id is not null) as manager_id
+        -- the manager of the latest-opened account that has one
+        {{ max_by('manager_id', ['open_date', 'account_id']) }} filter (
+            where manager_id is not null
+        ) as manager_id
     from accounts
     group by customer_id
 ),

@@ -48,10 +48,10 @@ $(VENV)/.spark-installed: $(VENV)/.installed
 	touch $@
 
 run-spark: setup-spark  ## land TIERS_RAW_DIR and build the marts and the audit on local Spark (docs/spark.md)
-	SPARK_LOCAL_IP=127.0.0.1 $(BIN)/python -m orchestration.spark
+	$(BIN)/python -m orchestration.spark
 
 test-spark: setup-spark  ## the committed sample and a dirty book on local Spark: marts and audit equal DuckDB's
-	SPARK_LOCAL_IP=127.0.0.1 $(BIN)/python -m pytest -m spark tests/spark
+	$(BIN)/python -m pytest -m spark tests/spark
 
 lint: setup  ## ruff; sqlfluff over the dbt models and tests (compiled against an in-memory DuckDB)
 	$(BIN)/ruff check .

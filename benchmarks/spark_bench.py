@@ -49,7 +49,6 @@ def main(argv: list[str] | None = None) -> int:
         **base_environment(),
         "TIERS_RAW_DIR": str(dataset.with_new_month),
         "TIERS_SPARK_DRIVER_MEMORY": args.driver_memory,
-        "SPARK_LOCAL_IP": "127.0.0.1",
     }
     timings = run_dir / "spark_timings.json"
     spark = run_measured(

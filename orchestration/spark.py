@@ -29,7 +29,6 @@ import sys
 import time
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -76,26 +75,15 @@ SESSION_CONF = {
 }
 
 
-@dataclass(frozen=True)
-class Staged:
-    """A landing folder staged for Spark: the Parquet per raw table and the load."""
-
-    stage_dir: Path
-    load_id: str
-    rows: dict[str, int]
-
-    def table_path(self, table: str) -> Path:
-        return self.stage_dir / "raw" / table
-
-
 def stage(
     raw_dir: Path,
     stage_dir: Path,
     service_plans: Path = config_files.SERVICE_PLANS_PATH,
     overrides: Path | None = None,
     bounds: VolumeBounds | None = None,
-) -> Staged:
-    """Judge ``raw_dir``'s files as the DuckDB job does and write the raw tables as Parquet.
+) -> Path:
+    """Judge ``raw_dir``'s files as the DuckDB job does and write the raw tables as Parquet
+    into ``stage_dir/raw/<table>``; returns ``stage_dir/raw``.
 
     A Spark build is a full build of what the folder holds: ``stage_dir`` is emptied
     and every file landed anew, so there is no previous load for the volume bounds
@@ -111,25 +99,22 @@ def stage(
     if stage_dir.exists():
         shutil.rmtree(stage_dir)
     stage_dir.mkdir(parents=True)
-    load_id = new_load_id()
-    rows = {}
     with duckdb.connect(str(stage_dir / "landing.duckdb")) as con:
-        land(con, files, load_id, bounds)
+        land(con, files, new_load_id(), bounds)
         config_files.land_service_plans(con, service_plans)
         config_files.land_overrides(con, overrides)
         for table in RAW_TABLES:
-            rows[table] = export_table(con, "raw", table, stage_dir / "raw" / table)
-    return Staged(stage_dir, load_id, rows)
+            export_table(con, "raw", table, stage_dir / "raw" / table)
+    return stage_dir / "raw"
 
 
-def export_table(con: duckdb.DuckDBPyConnection, schema: str, table: str, folder: Path) -> int:
-    """Write ``schema.table`` as Parquet into ``folder`` (made here); returns its rows."""
+def export_table(con: duckdb.DuckDBPyConnection, schema: str, table: str, folder: Path) -> None:
+    """Write ``schema.table`` as Parquet into ``folder`` (made here)."""
     folder.mkdir(parents=True)
     con.execute(
         f"copy (select {_spark_columns(con, schema, table)} from {schema}.{table}) "
         f"to '{folder / 'part-0.parquet'}' (format parquet)"
     )
-    return con.execute(f"select count(*) from {schema}.{table}").fetchone()[0]
 
 
 def _spark_columns(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> str:
@@ -154,7 +139,7 @@ def session_conf(environ=os.environ) -> dict[str, str]:
 
 def spark_session(warehouse_dir: Path):
     """The process's Spark session (created on first call), tables under ``warehouse_dir``."""
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # else Spark looks up the host's address
     from pyspark.sql import SparkSession
 
     builder = SparkSession.builder.appName("brokerage-tiers")
@@ -166,9 +151,9 @@ def spark_session(warehouse_dir: Path):
     return spark
 
 
-def register_raw(spark, staged: Staged) -> None:
+def register_raw(spark, raw_folder: Path) -> None:
     """``raw.<table>``: an external Parquet table over each staged raw table."""
-    register(spark, "raw", {table: staged.table_path(table) for table in RAW_TABLES})
+    register(spark, "raw", {table: raw_folder / table for table in RAW_TABLES})
 
 
 def register(spark, schema: str, folders: dict[str, Path]) -> None:
@@ -203,18 +188,27 @@ def grade(spark, spark_dir: Path, run_id: str) -> list[dt.date]:
             "(cast(as_of_date as date) as as_of_date) from read_parquet("
             f"'{indicators}/*/*.parquet', hive_partitioning = true)"
         )
-        months = graded_months(con)
-        record_grading(con, run_id, months)
-        for month in months:
-            fit_month(
-                con, month, TieringModel(), orchestrator_run_id=run_id, diagnose=month == months[-1]
-            )
-        for month in months:
-            assign_month(con, month)
+        months = grade_every_month(con, run_id)
         folders = {table: stage_dir / "tiers" / table for table in TIER_SOURCES}
         for table, folder in folders.items():
             export_table(con, "tiers", table, folder)
     register(spark, "tiers", folders)
+    return months
+
+
+def grade_every_month(con: duckdb.DuckDBPyConnection, run_id: str) -> list[dt.date]:
+    """The grading of a full build, as the Dagster job's steps run it: every month-end
+    of ``marts.customer_indicators`` recorded for ``run_id``, fitted in order (each
+    warm-started from the one before; the k diagnostics for the latest), then every
+    customer assigned. Returns the month-ends."""
+    months = graded_months(con)
+    record_grading(con, run_id, months)
+    for month in months:
+        fit_month(
+            con, month, TieringModel(), orchestrator_run_id=run_id, diagnose=month == months[-1]
+        )
+    for month in months:
+        assign_month(con, month)
     return months
 
 
@@ -282,7 +276,7 @@ def build(
     """
     timings = {} if timings is None else timings
     started = time.monotonic()
-    staged = stage(raw_dir, spark_dir / "stage", service_plans, overrides)
+    raw_folder = stage(raw_dir, spark_dir / "stage", service_plans, overrides)
     timings["landing"] = time.monotonic() - started
     warehouse = spark_dir / "warehouse"
     if warehouse.exists():
@@ -291,7 +285,7 @@ def build(
     spark = spark_session(warehouse)
     for schema in SCHEMAS:  # a build before in this process: gone
         spark.sql(f"drop database if exists {schema} cascade")
-    register_raw(spark, staged)
+    register_raw(spark, raw_folder)
     timings["session"] = time.monotonic() - started
     run_id = str(uuid.uuid4())
     dbt_vars = {

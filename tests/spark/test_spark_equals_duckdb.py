@@ -27,15 +27,8 @@ import pytest
 
 pytest.importorskip("pyspark")
 
-from ml import TieringModel  # noqa: E402
 from orchestration import spark as engine  # noqa: E402
 from orchestration.config import REPO_ROOT  # noqa: E402
-from orchestration.tiering import (  # noqa: E402
-    assign_month,
-    fit_month,
-    graded_months,
-    record_grading,
-)
 from tests.conftest import LOAD_DATE, dbt, make_landing  # noqa: E402
 
 pytestmark = pytest.mark.spark
@@ -146,13 +139,8 @@ def build_both(raw_dir: Path, work: Path, tiers: bool = True):
     assert done.returncode == 0, done.stdout[-3000:]
     if not tiers:
         return spark, duck
-    with duckdb.connect(str(duck)) as con:  # the grading as the Dagster job runs it
-        months = graded_months(con)
-        record_grading(con, run_id, months)
-        for month in months:
-            fit_month(con, month, TieringModel(), diagnose=month == months[-1])
-        for month in months:
-            assign_month(con, month)
+    with duckdb.connect(str(duck)) as con:  # DuckDB's own marts, graded alike
+        engine.grade_every_month(con, run_id)
     done = dbt(duck, "build", "--select", *engine.TIER_LAYERS, *no_unit_tests, dbt_vars=dbt_vars)
     assert done.returncode == 0, done.stdout[-3000:]
     return spark, duck
@@ -171,7 +159,9 @@ def test_the_sample_builds_alike_on_both_engines(sample, table):
         assert rows > 0
 
 
-def test_a_dirty_book_is_quarantined_alike(tmp_path_factory, sample):
+# After the sample's tests (file order): a build replaces Spark's databases in the
+# process's one session.
+def test_a_dirty_book_is_quarantined_alike(tmp_path_factory):
     work = tmp_path_factory.mktemp("spark_dirty")
     raw = make_landing(work / "raw", customers=300, months=13, seed=23, parts=2, dirty=True)
     spark, duck = build_both(raw, work, tiers=False)

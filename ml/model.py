@@ -50,6 +50,25 @@ k changed, a fresh multi-start fit is matched to those starting centroids by
 the Hungarian algorithm; matched segments keep their names, the others are
 named around them.
 
+**K-means runs to the end.** The ``n_init`` starts stop at scikit-learn's
+tolerance, which only has to pick the best basin; the fit then continues from the
+best start's centroids until no customer changes segment. Where two segments meet
+inside a continuum (the ordinary middle of a mass-market book) the tolerance
+stops a run while the boundary is still creeping, so the stopping point, and 1-2 %
+of the tiers, depended on the random starts; run to the end, starts of other
+seeds end on the same segments but for a few customers on a boundary.
+
+**Fitting on a sample.** ``fit(X, sample=ids)`` runs the starts on the factor
+scores of the ``sample`` customers only, judges them by their inertia over every
+customer (the best start on the sample can sit in another basin than the book's
+best), and the final run is over every customer, so the centroids are the full
+book's. Everything else is fitted on every
+customer: the preprocessing and the factor model are one-pass statistics
+(medians, quantiles, moments, the correlation matrix) and the naming reads
+segment means. The starts, ``n_init`` runs over the data, are what the sample
+saves. A warm-started month uses the sample for the fresh fit it is compared
+with.
+
 **Assignment without refit.** ``predict``/``assign`` apply the dormant rule,
 then score and take the nearest centroid; the training rows get exactly the
 labels of the fit (``labels_``).
@@ -69,7 +88,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, clone
+from sklearn.base import BaseEstimator
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
@@ -106,6 +125,7 @@ TABLE_FORMAT_VERSION = 2
 #: A warm-started K-means fit is kept while its inertia is within this share of a
 #: fresh multi-start fit's.
 WARM_START_TOLERANCE = 0.01
+
 
 MODEL_TABLES = (
     "model_params",
@@ -250,7 +270,13 @@ class TieringModel(BaseEstimator):
 
     # ------------------------------------------------------------------ fit
 
-    def fit(self, X: pd.DataFrame, y=None, previous: TieringModel | None = None) -> TieringModel:
+    def fit(
+        self,
+        X: pd.DataFrame,
+        y=None,
+        previous: TieringModel | None = None,
+        sample: Iterable[str] | None = None,
+    ) -> TieringModel:
         """Fit on one month of indicators.
 
         Parameters
@@ -261,20 +287,30 @@ class TieringModel(BaseEstimator):
             customer id is the ``customer_id`` column or the index.
         previous : TieringModel, optional
             Last month's fitted (or loaded) model, to carry segment identity.
+        sample : iterable of customer ids, optional
+            Customers the K-means starts are drawn on (see "Fitting on a sample"
+            above); ids not in ``X`` and dormant-rule customers are ignored.
         """
         # Fit on the rows sorted by customer id, so the same customers give the
         # same model whatever order they arrive in (K-means starts, the
         # silhouette sample and the winsor quantiles all see the same rows).
         order = np.argsort(_customer_ids(X), kind="stable")
+        in_sample = None
+        if sample is not None:
+            drawn = set(sample)
+            ids = _customer_ids(X)
+            in_sample = np.fromiter((i in drawn for i in ids), bool, len(ids))[order]
         with threadpool_limits(limits=1):
-            self._fit(X.iloc[order], previous)
+            self._fit(X.iloc[order], previous, in_sample)
         restore = np.empty_like(order)
         restore[order] = np.arange(len(order))
         self.labels_ = self.labels_[restore]
         self.tiers_ = self.tiers_[restore]
         return self
 
-    def _fit(self, X: pd.DataFrame, previous: TieringModel | None) -> TieringModel:
+    def _fit(
+        self, X: pd.DataFrame, previous: TieringModel | None, in_sample: np.ndarray | None
+    ) -> TieringModel:
         if self.cluster_weighting not in ("variance", None):
             raise ValueError(f"unknown cluster_weighting {self.cluster_weighting!r}")
         dormant = self._dormant_mask(X)
@@ -297,8 +333,15 @@ class TieringModel(BaseEstimator):
             else np.ones(self.factor_model_.n_factors_)
         )
         F = self._cluster_space(self.factor_model_.transform(Z_all[clustered]))
+        starts_on = None if in_sample is None else in_sample[clustered]
+        if starts_on is not None and starts_on.sum() < max(self.n_kmeans_, 3):
+            raise ValueError(
+                f"the sample holds {int(starts_on.sum())} of the customers K-means clusters: "
+                f"too few for {self.n_kmeans_} segments"
+            )
+        self.n_kmeans_sample_ = len(F) if starts_on is None else int(starts_on.sum())
 
-        carried, carry_names = self._fit_segments(F, X[clustered], previous)
+        carried, carry_names = self._fit_segments(F, X[clustered], previous, starts_on)
         # round the centroids through the factor units model_centroids stores them
         # in, so that a model loaded from its tables scores bit for bit alike
         scale = np.sqrt(self.cluster_weights_)
@@ -341,18 +384,49 @@ class TieringModel(BaseEstimator):
                 tenure >= self.dormant_min_tenure_months
             )
 
-    def _fit_segments(
-        self, F: np.ndarray, X: pd.DataFrame, previous: TieringModel | None
-    ) -> tuple[set, bool]:
-        """Fit ``segmenter_``; returns (segment ids carried over, whether names carry too)."""
-        segmenter = KMeansSegmenter(
+    def _segmenter(self, strict: bool = False) -> KMeansSegmenter:
+        """The K-means of the fit; ``strict`` runs until no customer changes segment."""
+        return KMeansSegmenter(
             n_clusters=self.n_kmeans_,
             n_init=self.n_init,
             max_iter=self.max_iter,
+            tol=0.0 if strict else KMeansSegmenter().tol,
             random_state=self.random_state,
         )
+
+    def _fresh_segments(self, F: np.ndarray, starts_on: np.ndarray | None) -> KMeansSegmenter:
+        """A fresh K-means fit on ``F``: ``n_init`` k-means++ starts on the ``starts_on``
+        rows (all rows without it); the one with the lowest inertia over all of ``F``
+        runs on, strictly, over all of ``F``."""
+        rows = F if starts_on is None else F[starts_on]
+        seeds = np.random.default_rng(self.random_state).integers(2**31 - 1, size=self.n_init)
+        starts = [
+            KMeansSegmenter(
+                self.n_kmeans_, n_init=1, max_iter=self.max_iter, random_state=int(seed)
+            ).fit(rows)
+            for seed in seeds
+        ]
+        if starts_on is None:
+            best = min(starts, key=lambda start: start.inertia_)
+        else:
+            # the best start on the sample need not be in the book's best basin:
+            # the starts are judged by their inertia over every customer
+            best = min(
+                starts,
+                key=lambda start: nearest_centroid(F, start.cluster_centers_)[1].min(axis=1).sum(),
+            )
+        return self._segmenter(strict=True).fit(F, init=best.cluster_centers_)
+
+    def _fit_segments(
+        self,
+        F: np.ndarray,
+        X: pd.DataFrame,
+        previous: TieringModel | None,
+        starts_on: np.ndarray | None,
+    ) -> tuple[set, bool]:
+        """Fit ``segmenter_``; returns (segment ids carried over, whether names carry too)."""
         if previous is None:
-            self.segmenter_ = segmenter.fit(F)
+            self.segmenter_ = self._fresh_segments(F, starts_on)
             return set(), False
         old_ids = previous.segmenter_.segment_ids_
         old_nearest, old_sq = nearest_centroid(
@@ -365,9 +439,9 @@ class TieringModel(BaseEstimator):
             # A segment that lost every member restarts from the customer
             # closest to its old centroid.
             starts[i] = F[members].mean(axis=0) if members.any() else F[np.argmin(old_sq[:, i])]
-        fresh = clone(segmenter).fit(F)
+        fresh = self._fresh_segments(F, starts_on)
         if len(old_ids) == self.n_kmeans_:
-            warm = segmenter.fit(F, init=starts, segment_ids=old_ids)
+            warm = self._segmenter(strict=True).fit(F, init=starts, segment_ids=old_ids)
             # The warm start keeps the segments unless it settled in a clearly worse
             # local optimum than a fresh multi-start fit (a drifted book can pull a
             # warm-started small segment into a large one); then the fresh segments
@@ -455,6 +529,7 @@ class TieringModel(BaseEstimator):
             "n_customers": float(len(dormant)),
             "n_clustered": float((~dormant).sum()),
             "n_dormant_rule": float(dormant.sum()),
+            "n_kmeans_sample": float(self.n_kmeans_sample_),
             "n_indicators": float(len(self.columns_)),
             "n_missing_values": float(self.preprocessor_.n_missing_.sum()),
             "kmo": float(fa.kmo_),

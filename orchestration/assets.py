@@ -73,6 +73,7 @@ from orchestration.config import (
 )
 from orchestration.landing import CONTRACT, discover, land, landing_fingerprint, new_load_id
 from orchestration.tiering import (
+    FIT_SAMPLE_SIZE,
     GATES,
     MODEL_DEFAULTS,
     GateResult,
@@ -203,13 +204,16 @@ class GradingConfig(Config):
     dormant_min_tenure_months: float = MODEL_DEFAULTS["dormant_min_tenure_months"]
     # NamingRules thresholds to change (ml/naming.py), e.g. {"vip_max_share": 0.08}
     naming_thresholds: dict[str, float] = {}
+    # a month-end with more customers starts K-means on a stratified sample of this
+    # many (None: never); see orchestration.tiering.fit_sample_query
+    fit_sample_size: int | None = FIT_SAMPLE_SIZE
 
     def model(self) -> TieringModel:
         known = set(NamingRules.__dataclass_fields__)
         unknown = sorted(set(self.naming_thresholds) - known)
         if unknown:
             raise ConfigError(f"unknown naming rule thresholds {unknown}; known: {sorted(known)}")
-        params = self.model_dump(exclude={"naming_thresholds"})
+        params = self.model_dump(exclude={"naming_thresholds", "fit_sample_size"})
         return TieringModel(**params, naming=NamingRules(**self.naming_thresholds))
 
 
@@ -442,6 +446,7 @@ def tier_model(context: AssetExecutionContext, config: GradingConfig, tiers: Tie
                 config.model(),
                 orchestrator_run_id=context.run.run_id,
                 diagnose=month == months[-1],
+                fit_sample_size=config.fit_sample_size,
             )
     context.log.info(
         f"fitted {len(months)} month-end(s), {months[0]} to {months[-1]}; the metadata "
@@ -459,6 +464,7 @@ def tier_model(context: AssetExecutionContext, config: GradingConfig, tiers: Tie
         "model_runs": {
             **common,
             "customers": len(fit.indicators),
+            "kmeans_started_on": int(quality["n_kmeans_sample"]),
             "factors": int(fit.model.factor_model_.n_factors_),
             "segments": len(fit.model.segments_),
             **{

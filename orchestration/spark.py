@@ -28,7 +28,8 @@ import shutil
 import sys
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 from pathlib import Path
 
 import duckdb
@@ -38,7 +39,13 @@ from ml import MODEL_TABLES, TieringModel
 from orchestration import config_files
 from orchestration.config import DBT_PROJECT_DIR, VolumeBounds
 from orchestration.landing import CONTRACT, discover, land, new_load_id
-from orchestration.tiering import assign_month, fit_month, graded_months, record_grading
+from orchestration.tiering import (
+    assign_month,
+    fit_month,
+    fit_sample_query,
+    graded_months,
+    record_grading,
+)
 
 #: The raw tables dbt reads (sources broker and crm), all handed to Spark.
 RAW_TABLES = (
@@ -188,7 +195,7 @@ def grade(spark, spark_dir: Path, run_id: str) -> list[dt.date]:
             "(cast(as_of_date as date) as as_of_date) from read_parquet("
             f"'{indicators}/*/*.parquet', hive_partitioning = true)"
         )
-        months = grade_every_month(con, run_id)
+        months = grade_every_month(con, run_id, partial(draw_fit_sample_in_spark, spark))
         folders = {table: stage_dir / "tiers" / table for table in TIER_SOURCES}
         for table, folder in folders.items():
             export_table(con, "tiers", table, folder)
@@ -196,16 +203,33 @@ def grade(spark, spark_dir: Path, run_id: str) -> list[dt.date]:
     return months
 
 
-def grade_every_month(con: duckdb.DuckDBPyConnection, run_id: str) -> list[dt.date]:
+def draw_fit_sample_in_spark(spark, as_of: dt.date, size: int) -> list[str]:
+    """The month's fit sample (:func:`orchestration.tiering.fit_sample_query`), drawn by
+    Spark from its ``marts.customer_indicators``."""
+    query = fit_sample_query(as_of, size, hash_function="xxhash64")
+    return [row.customer_id for row in spark.sql(query).collect()]
+
+
+def grade_every_month(
+    con: duckdb.DuckDBPyConnection,
+    run_id: str,
+    draw_sample: Callable[[dt.date, int], list[str]] | None = None,
+) -> list[dt.date]:
     """The grading of a full build, as the Dagster job's steps run it: every month-end
     of ``marts.customer_indicators`` recorded for ``run_id``, fitted in order (each
-    warm-started from the one before; the k diagnostics for the latest), then every
-    customer assigned. Returns the month-ends."""
+    warm-started from the one before; the k diagnostics for the latest; a month-end
+    of more than ``FIT_SAMPLE_SIZE`` customers starts K-means on a sample drawn by
+    ``draw_sample``), then every customer assigned. Returns the month-ends."""
     months = graded_months(con)
     record_grading(con, run_id, months)
     for month in months:
         fit_month(
-            con, month, TieringModel(), orchestrator_run_id=run_id, diagnose=month == months[-1]
+            con,
+            month,
+            TieringModel(),
+            orchestrator_run_id=run_id,
+            diagnose=month == months[-1],
+            draw_sample=draw_sample,
         )
     for month in months:
         assign_month(con, month)

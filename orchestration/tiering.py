@@ -28,7 +28,9 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -230,6 +232,73 @@ def read_indicators(con: duckdb.DuckDBPyConnection, as_of: dt.date) -> pd.DataFr
     ).df()
 
 
+# ------------------------------------------------------------------ the fit sample
+
+#: Customers a month-end's K-means starts are drawn on when it has more than this
+#: (``TieringModel.fit``'s ``sample``); a smaller month-end is fitted on all of them.
+FIT_SAMPLE_SIZE = 300_000
+
+#: Deciles of average assets a stratum spans (times traded in the window or not).
+FIT_SAMPLE_ASSET_GROUPS = 10
+
+
+def fit_sample_query(
+    as_of: dt.date,
+    size: int,
+    *,
+    relation: str = "marts.customer_indicators",
+    hash_function: str = "hash",
+    seed: int = 0,
+) -> str:
+    """SQL for the stratified sample of ``as_of``'s customers, one ``customer_id`` per row.
+
+    Strata: the deciles of ``avg_assets`` times whether the customer traded in the
+    window. Each stratum gives its share of ``size`` (rounded), its customers taken in
+    the order of ``hash_function(customer_id || ':' || seed)``: the same customers for
+    the same book, whatever order the rows are stored in. Plain SQL that DuckDB
+    (``hash``) and Spark (``xxhash64``) both run, so the engine that holds the
+    indicators draws the sample.
+    """
+    if size < 1:
+        raise ConfigError(f"the fit sample needs at least one customer, not {size}")
+    month = f"date '{as_of.isoformat()}'"
+    return f"""
+with month as (
+    select
+        customer_id,
+        ntile({FIT_SAMPLE_ASSET_GROUPS}) over (
+            order by coalesce(avg_assets, 0), customer_id
+        ) as assets_group,
+        coalesce(trade_count, 0) > 0 as traded,
+        count(*) over () as customers
+    from {relation}
+    where as_of_date = {month}
+),
+
+drawn as (
+    select
+        customer_id,
+        customers,
+        count(*) over (partition by assets_group, traded) as stratum_customers,
+        row_number() over (
+            partition by assets_group, traded
+            order by {hash_function}(concat(customer_id, ':{int(seed)}')), customer_id
+        ) as draw
+    from month
+)
+
+select customer_id
+from drawn
+where draw <= round(stratum_customers * {int(size)} / customers)
+order by customer_id
+"""
+
+
+def draw_fit_sample(con: duckdb.DuckDBPyConnection, as_of: dt.date, size: int) -> list[str]:
+    """:func:`fit_sample_query` run on ``con`` (DuckDB)."""
+    return [row[0] for row in con.execute(fit_sample_query(as_of, size)).fetchall()]
+
+
 # ------------------------------------------------------------------ the model
 
 
@@ -296,12 +365,17 @@ def fit_month(
     *,
     orchestrator_run_id: str = "",
     diagnose: bool = True,
+    fit_sample_size: int | None = FIT_SAMPLE_SIZE,
+    draw_sample: Callable[[dt.date, int], list[str]] | None = None,
 ) -> Fit:
     """Fit ``model`` on the customers of ``as_of`` and write ``tiers.model_*``,
     ``model_runs`` and, with ``diagnose``, ``model_k_diagnostics`` for that month
     (without it, the month's earlier diagnostics, of another fit, are removed).
 
-    Warm-started from the stored model of the latest earlier month. The gates
+    Warm-started from the stored model of the latest earlier month. When the month
+    has more than ``fit_sample_size`` customers (None: never), K-means starts on a
+    stratified sample of that many, drawn by ``draw_sample(as_of, size)`` (default:
+    :func:`draw_fit_sample` on ``con``; the Spark build draws it in Spark). The gates
     columns of ``model_runs`` start empty; :func:`record_gates` fills them.
     """
     started = dt.datetime.now(dt.UTC)
@@ -310,13 +384,20 @@ def fit_month(
         "select max(window_months) from marts.customer_indicators where as_of_date = ?", [as_of]
     ).fetchall()[0]
     previous = stored_model(con, as_of, before=True)
-    params = {**model.get_params(), "naming": model.naming.to_dict()}
+    params = {
+        **model.get_params(),
+        "naming": model.naming.to_dict(),
+        "fit_sample_size": fit_sample_size,
+    }
     run_id = grading_id(
         indicators,
         params,
         previous[0].to_tables()["model_params"].to_json().encode() if previous else b"",
     )
-    model.fit(indicators, previous=previous[0] if previous else None)
+    sample = None
+    if fit_sample_size is not None and len(indicators) > fit_sample_size:
+        sample = (draw_sample or partial(draw_fit_sample, con))(as_of, fit_sample_size)
+    model.fit(indicators, previous=previous[0] if previous else None, sample=sample)
     diagnostics = k_diagnostics(model, indicators) if diagnose else None
 
     con.execute("create schema if not exists tiers").fetchall()

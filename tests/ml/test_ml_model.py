@@ -149,6 +149,47 @@ def _ids(frame):
     return frame["customer_id"] if "customer_id" in frame.columns else frame.index
 
 
+def _members_means(model, X):
+    """Each K-means segment's mean in cluster space over every clustered row of ``X``."""
+    labels = model.labels_
+    F = model._cluster_space(model._factor_scores(X))
+    return np.array([F[labels == s].mean(axis=0) for s in model.segmenter_.segment_ids_])
+
+
+def test_kmeans_runs_until_no_customer_moves(model, book):
+    # stopped at a tolerance, the centroids would trail their members' means
+    np.testing.assert_allclose(
+        model.segmenter_.cluster_centers_, _members_means(model, book), rtol=0, atol=1e-9
+    )
+
+
+def test_the_segments_do_not_depend_on_the_kmeans_seed(model, book, make_model):
+    other = make_model(random_state=11).fit(book)
+    assert (other.tiers_ == model.tiers_).mean() >= 0.999
+
+
+def test_a_fit_on_a_sample_ends_on_every_customer(model, book, make_model):
+    sample = book.index[::7]
+    sampled = make_model().fit(book, sample=[*sample, "not-a-customer"])
+    clustered = sampled.labels_ != 0
+    assert sampled.quality_["n_kmeans_sample"] == (clustered & book.index.isin(sample)).sum()
+    assert model.quality_["n_kmeans_sample"] == clustered.sum()
+    # the last run is over the whole book, not the sample
+    np.testing.assert_allclose(
+        sampled.segmenter_.cluster_centers_, _members_means(sampled, book), rtol=0, atol=1e-9
+    )
+    # preprocessing and factors are fitted on every customer: the sample cannot move them
+    np.testing.assert_array_equal(
+        sampled.factor_model_.score_coefficients_, model.factor_model_.score_coefficients_
+    )
+    assert (sampled.tiers_ == model.tiers_).mean() >= 0.99
+
+
+def test_a_sample_too_small_for_the_segments_is_an_error(book, make_model):
+    with pytest.raises(ValueError, match="the sample holds 2 of the customers"):
+        make_model().fit(book, sample=book.index[book["planted_type"] != "dormant"][:2])
+
+
 def test_predict_on_training_rows_gives_the_fit_labels(model, book):
     np.testing.assert_array_equal(model.predict_segments(book), model.labels_)
     np.testing.assert_array_equal(model.predict(book), model.tiers_)
@@ -307,9 +348,12 @@ def test_the_steps_compose_in_a_pipeline(model, book):
         IndicatorPreprocessor(),
         FactorAnalyzer(standardize=False),
         FunctionTransformer(lambda F: F * weights),
-        KMeansSegmenter(n_clusters=model.n_clusters - 1),
+        # run to the end, as the model's last K-means run is
+        KMeansSegmenter(n_clusters=model.n_clusters - 1, tol=0.0),
     ).fit(clustered)
-    np.testing.assert_array_equal(pipeline.predict(clustered), model.labels_[model.labels_ > 0])
+    # other starts: the same segments, up to customers on a boundary
+    agreement = pipeline.predict(clustered) == model.labels_[model.labels_ > 0]
+    assert agreement.mean() >= 0.995
     np.testing.assert_allclose(pipeline[:2].transform(clustered), model.transform(clustered))
 
 

@@ -20,6 +20,7 @@ import decimal
 import logging
 import math
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import duckdb
@@ -29,6 +30,7 @@ pytest.importorskip("pyspark")
 
 from orchestration import spark as engine  # noqa: E402
 from orchestration.config import REPO_ROOT  # noqa: E402
+from orchestration.tiering import FIT_SAMPLE_ASSET_GROUPS, draw_fit_sample  # noqa: E402
 from tests.conftest import LOAD_DATE, dbt, make_landing  # noqa: E402
 
 pytestmark = pytest.mark.spark
@@ -157,6 +159,27 @@ def test_the_sample_builds_alike_on_both_engines(sample, table):
     rows = compare(duck, spark, table, TABLES[table])
     if table.startswith(("marts.", "tiers.")):
         assert rows > 0
+
+
+def test_the_fit_sample_is_drawn_in_spark_stratum_by_stratum_as_in_duckdb(sample):
+    spark, duck = sample
+    with duckdb.connect(str(duck), read_only=True) as con:
+        (as_of,) = con.execute("select max(as_of_date) from marts.customer_indicators").fetchone()
+        in_duckdb = draw_fit_sample(con, as_of, 500)
+        strata = dict(
+            con.execute(
+                f"select customer_id, ntile({FIT_SAMPLE_ASSET_GROUPS}) over "
+                "(order by avg_assets, customer_id) || '-' || (trade_count > 0) "
+                "from marts.customer_indicators where as_of_date = ?",
+                [as_of],
+            ).fetchall()
+        )
+    in_spark = engine.draw_fit_sample_in_spark(spark, as_of, 500)
+    assert len(set(in_spark)) == len(in_spark)
+    assert abs(len(in_spark) - 500) <= FIT_SAMPLE_ASSET_GROUPS
+    # the engines hash differently, so other customers, in the same numbers per stratum
+    assert Counter(strata[c] for c in in_spark) == Counter(strata[c] for c in in_duckdb)
+    assert set(in_spark) != set(in_duckdb)
 
 
 # After the sample's tests (file order): a build replaces Spark's databases in the

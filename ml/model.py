@@ -199,7 +199,8 @@ class TieringModel(BaseEstimator):
     keep_names : bool
         With a previous model, carried segments keep their previous tier names.
     silhouette_sample_size : int
-        Rows (seeded sample) the silhouette is computed on.
+        Rows (seeded sample) the silhouette is computed on; its cost grows with
+        the square (a fifth of a second at 5,000, more than a second at 10,000).
     n_drivers : int
         Indicators listed per customer by :meth:`explain`.
 
@@ -244,7 +245,7 @@ class TieringModel(BaseEstimator):
         dormant_min_tenure_months: float = 12.0,
         naming: NamingRules = DEFAULT_RULES,
         keep_names: bool = True,
-        silhouette_sample_size: int = 10_000,
+        silhouette_sample_size: int = 5_000,
         n_drivers: int = 3,
     ):
         self.columns = columns

@@ -56,7 +56,7 @@ def nearest_centroid(X: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, 
 
 
 def cluster_quality(
-    X: np.ndarray, labels: np.ndarray, silhouette_sample_size: int = 10_000, random_state: int = 0
+    X: np.ndarray, labels: np.ndarray, silhouette_sample_size: int = 5_000, random_state: int = 0
 ) -> dict[str, float]:
     """Silhouette (on a seeded sample), Calinski-Harabasz and Davies-Bouldin.
 

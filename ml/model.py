@@ -84,12 +84,14 @@ depend on the machine's thread count.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
@@ -297,6 +299,8 @@ class TieringModel(BaseEstimator):
         # silhouette sample and the winsor quantiles all see the same rows).
         order = np.argsort(_customer_ids(X), kind="stable")
         in_sample = None
+        if isinstance(sample, str):
+            raise TypeError("sample is an iterable of customer ids, not one id")
         if sample is not None:
             drawn = set(sample)
             ids = _customer_ids(X)
@@ -416,7 +420,21 @@ class TieringModel(BaseEstimator):
                 starts,
                 key=lambda start: nearest_centroid(F, start.cluster_centers_)[1].min(axis=1).sum(),
             )
-        return self._segmenter(strict=True).fit(F, init=best.cluster_centers_)
+        return self._run_to_the_end(F, best.cluster_centers_)
+
+    def _run_to_the_end(
+        self, F: np.ndarray, init: np.ndarray, segment_ids: np.ndarray | None = None
+    ) -> KMeansSegmenter:
+        """One K-means run over ``F`` from ``init`` until no row changes segment."""
+        segmenter = self._segmenter(strict=True).fit(F, init=init, segment_ids=segment_ids)
+        if segmenter.n_iter_ >= self.max_iter:
+            warnings.warn(
+                f"K-means stopped after max_iter={self.max_iter} iterations with customers "
+                "still changing segment",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+        return segmenter
 
     def _fit_segments(
         self,
@@ -442,7 +460,7 @@ class TieringModel(BaseEstimator):
             starts[i] = F[members].mean(axis=0) if members.any() else F[np.argmin(old_sq[:, i])]
         fresh = self._fresh_segments(F, starts_on)
         if len(old_ids) == self.n_kmeans_:
-            warm = self._segmenter(strict=True).fit(F, init=starts, segment_ids=old_ids)
+            warm = self._run_to_the_end(F, starts, old_ids)
             # The warm start keeps the segments unless it settled in a clearly worse
             # local optimum than a fresh multi-start fit (a drifted book can pull a
             # warm-started small segment into a large one); then the fresh segments

@@ -205,7 +205,8 @@ class GradingConfig(Config):
     # NamingRules thresholds to change (ml/naming.py), e.g. {"vip_max_share": 0.08}
     naming_thresholds: dict[str, float] = {}
     # a month-end with more customers starts K-means on a stratified sample of this
-    # many (None: never); see orchestration.tiering.fit_sample_query
+    # many, less its dormant-rule customers (None: never); see
+    # orchestration.tiering.fit_sample_query
     fit_sample_size: int | None = FIT_SAMPLE_SIZE
 
     def model(self) -> TieringModel:

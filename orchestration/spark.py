@@ -40,6 +40,7 @@ from orchestration import config_files
 from orchestration.config import DBT_PROJECT_DIR, VolumeBounds
 from orchestration.landing import CONTRACT, discover, land, new_load_id
 from orchestration.tiering import (
+    FIT_SAMPLE_SIZE,
     assign_month,
     fit_month,
     fit_sample_query,
@@ -171,7 +172,9 @@ def register(spark, schema: str, folders: dict[str, Path]) -> None:
         spark.sql(f"create table {schema}.{table} using parquet location '{folder}'")
 
 
-def grade(spark, spark_dir: Path, run_id: str) -> list[dt.date]:
+def grade(
+    spark, spark_dir: Path, run_id: str, fit_sample_size: int | None = FIT_SAMPLE_SIZE
+) -> list[dt.date]:
     """Grade every month-end of Spark's ``marts.customer_indicators``, in order, and hand
     the model tables and the assignments to Spark as ``tiers.<table>``.
 
@@ -180,7 +183,8 @@ def grade(spark, spark_dir: Path, run_id: str) -> list[dt.date]:
     reads Spark's indicators, Parquet files, through a DuckDB view in
     ``<spark_dir>/stage/grading.duckdb`` and writes its tables there; they are
     exported as Parquet (``<spark_dir>/stage/tiers/<table>``) and registered in
-    Spark. Returns the month-ends graded.
+    Spark. A month-end of more than ``fit_sample_size`` customers starts K-means on
+    a sample Spark draws. Returns the month-ends graded.
     """
     indicators = spark_dir / "warehouse" / "marts.db" / "customer_indicators"
     stage_dir = spark_dir / "stage"
@@ -195,7 +199,9 @@ def grade(spark, spark_dir: Path, run_id: str) -> list[dt.date]:
             "(cast(as_of_date as date) as as_of_date) from read_parquet("
             f"'{indicators}/*/*.parquet', hive_partitioning = true)"
         )
-        months = grade_every_month(con, run_id, partial(draw_fit_sample_in_spark, spark))
+        months = grade_every_month(
+            con, run_id, partial(draw_fit_sample_in_spark, spark), fit_sample_size
+        )
         folders = {table: stage_dir / "tiers" / table for table in TIER_SOURCES}
         for table, folder in folders.items():
             export_table(con, "tiers", table, folder)
@@ -206,7 +212,7 @@ def grade(spark, spark_dir: Path, run_id: str) -> list[dt.date]:
 def draw_fit_sample_in_spark(spark, as_of: dt.date, size: int) -> list[str]:
     """The month's fit sample (:func:`orchestration.tiering.fit_sample_query`), drawn by
     Spark from its ``marts.customer_indicators``."""
-    query = fit_sample_query(as_of, size, hash_function="xxhash64")
+    query = fit_sample_query(as_of, size)
     return [row.customer_id for row in spark.sql(query).collect()]
 
 
@@ -214,11 +220,12 @@ def grade_every_month(
     con: duckdb.DuckDBPyConnection,
     run_id: str,
     draw_sample: Callable[[dt.date, int], list[str]] | None = None,
+    fit_sample_size: int | None = FIT_SAMPLE_SIZE,
 ) -> list[dt.date]:
     """The grading of a full build, as the Dagster job's steps run it: every month-end
     of ``marts.customer_indicators`` recorded for ``run_id``, fitted in order (each
     warm-started from the one before; the k diagnostics for the latest; a month-end
-    of more than ``FIT_SAMPLE_SIZE`` customers starts K-means on a sample drawn by
+    of more than ``fit_sample_size`` customers starts K-means on a sample drawn by
     ``draw_sample``), then every customer assigned. Returns the month-ends."""
     months = graded_months(con)
     record_grading(con, run_id, months)
@@ -229,6 +236,7 @@ def grade_every_month(
             TieringModel(),
             orchestrator_run_id=run_id,
             diagnose=month == months[-1],
+            fit_sample_size=fit_sample_size,
             draw_sample=draw_sample,
         )
     for month in months:
@@ -284,6 +292,7 @@ def build(
     unit_tests: bool = True,
     timings: dict[str, float] | None = None,
     tiers: bool = True,
+    fit_sample_size: int | None = FIT_SAMPLE_SIZE,
 ):
     """Land ``raw_dir`` and build the whole warehouse on Spark under ``spark_dir``
     (with ``tiers`` False, up to the marts and the audit).
@@ -332,7 +341,7 @@ def build(
     timings["dbt_build"] = time.monotonic() - started
     if tiers:
         started = time.monotonic()
-        grade(spark, spark_dir, run_id)
+        grade(spark, spark_dir, run_id, fit_sample_size)
         timings["grading"] = time.monotonic() - started
         started = time.monotonic()
         run_dbt(

@@ -243,21 +243,17 @@ FIT_SAMPLE_ASSET_GROUPS = 10
 
 
 def fit_sample_query(
-    as_of: dt.date,
-    size: int,
-    *,
-    relation: str = "marts.customer_indicators",
-    hash_function: str = "hash",
-    seed: int = 0,
+    as_of: dt.date, size: int, *, relation: str = "marts.customer_indicators", seed: int = 0
 ) -> str:
     """SQL for the stratified sample of ``as_of``'s customers, one ``customer_id`` per row.
 
     Strata: the deciles of ``avg_assets`` times whether the customer traded in the
     window. Each stratum gives its share of ``size`` (rounded), its customers taken in
-    the order of ``hash_function(customer_id || ':' || seed)``: the same customers for
-    the same book, whatever order the rows are stored in. Plain SQL that DuckDB
-    (``hash``) and Spark (``xxhash64``) both run, so the engine that holds the
-    indicators draws the sample.
+    the order of ``md5(customer_id || ':' || seed)``: the same customers for the same
+    book, whatever order the rows are stored in, on any engine and version (DuckDB's
+    ``hash`` may change between releases; ``md5`` is the same hex text in DuckDB
+    and Spark). The dormant-rule customers are drawn like the others; the fit then
+    leaves them out, so K-means starts on fewer than ``size`` customers.
     """
     if size < 1:
         raise ConfigError(f"the fit sample needs at least one customer, not {size}")
@@ -282,7 +278,7 @@ drawn as (
         count(*) over (partition by assets_group, traded) as stratum_customers,
         row_number() over (
             partition by assets_group, traded
-            order by {hash_function}(concat(customer_id, ':{int(seed)}')), customer_id
+            order by md5(concat(customer_id, ':{int(seed)}')), customer_id
         ) as draw
     from month
 )
@@ -373,10 +369,12 @@ def fit_month(
     (without it, the month's earlier diagnostics, of another fit, are removed).
 
     Warm-started from the stored model of the latest earlier month. When the month
-    has more than ``fit_sample_size`` customers (None: never), K-means starts on a
-    stratified sample of that many, drawn by ``draw_sample(as_of, size)`` (default:
-    :func:`draw_fit_sample` on ``con``; the Spark build draws it in Spark). The gates
-    columns of ``model_runs`` start empty; :func:`record_gates` fills them.
+    has more than ``fit_sample_size`` customers (None: never), K-means starts on the
+    stratified sample of that many that ``draw_sample(as_of, size)`` draws (default:
+    :func:`draw_fit_sample` on ``con``; the Spark build draws it in Spark), less its
+    dormant-rule customers. The run id covers the size of a sample drawn (None
+    when none was). The gates columns of ``model_runs`` start empty;
+    :func:`record_gates` fills them.
     """
     started = dt.datetime.now(dt.UTC)
     indicators = read_indicators(con, as_of)
@@ -384,19 +382,19 @@ def fit_month(
         "select max(window_months) from marts.customer_indicators where as_of_date = ?", [as_of]
     ).fetchall()[0]
     previous = stored_model(con, as_of, before=True)
+    sample = None
+    if fit_sample_size is not None and len(indicators) > fit_sample_size:
+        sample = (draw_sample or partial(draw_fit_sample, con))(as_of, fit_sample_size)
     params = {
         **model.get_params(),
         "naming": model.naming.to_dict(),
-        "fit_sample_size": fit_sample_size,
+        "fit_sample_size": None if sample is None else fit_sample_size,
     }
     run_id = grading_id(
         indicators,
         params,
         previous[0].to_tables()["model_params"].to_json().encode() if previous else b"",
     )
-    sample = None
-    if fit_sample_size is not None and len(indicators) > fit_sample_size:
-        sample = (draw_sample or partial(draw_fit_sample, con))(as_of, fit_sample_size)
     model.fit(indicators, previous=previous[0] if previous else None, sample=sample)
     diagnostics = k_diagnostics(model, indicators) if diagnose else None
 

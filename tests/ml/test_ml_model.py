@@ -185,9 +185,38 @@ def test_a_fit_on_a_sample_ends_on_every_customer(model, book, make_model):
     assert (sampled.tiers_ == model.tiers_).mean() >= 0.99
 
 
+def test_the_kmeans_starts_run_on_the_sample_and_the_last_run_on_everyone(
+    book, make_model, monkeypatch
+):
+    runs = []
+    fit = KMeansSegmenter.fit
+
+    def recorded(self, X, y=None, init=None, segment_ids=None):
+        runs.append((len(X), init is None))
+        return fit(self, X, y, init=init, segment_ids=segment_ids)
+
+    monkeypatch.setattr(KMeansSegmenter, "fit", recorded)
+    model = make_model().fit(book, sample=book.index[::7])
+    starts = [rows for rows, fresh in runs if fresh]
+    assert starts == [model.quality_["n_kmeans_sample"]] * model.n_init
+    assert [rows for rows, fresh in runs if not fresh] == [model.quality_["n_clustered"]]
+
+
+def test_a_fit_on_a_sample_does_not_depend_on_row_order(book, make_model):
+    sample = book.index[::7]
+    a = make_model().fit(book, sample=sample)
+    shuffled = book.sample(frac=1.0, random_state=5)
+    b = make_model().fit(shuffled, sample=sample)
+    by_customer = pd.Series(a.tiers_, index=_ids(book))
+    np.testing.assert_array_equal(b.tiers_, by_customer.loc[_ids(shuffled)].to_numpy())
+    np.testing.assert_array_equal(b.segmenter_.cluster_centers_, a.segmenter_.cluster_centers_)
+
+
 def test_a_sample_too_small_for_the_segments_is_an_error(book, make_model):
     with pytest.raises(ValueError, match="the sample holds 2 of the customers"):
         make_model().fit(book, sample=book.index[book["planted_type"] != "dormant"][:2])
+    with pytest.raises(TypeError, match="not one id"):
+        make_model().fit(book, sample=book.index[0])
 
 
 def test_predict_on_training_rows_gives_the_fit_labels(model, book):

@@ -20,7 +20,6 @@ import decimal
 import logging
 import math
 import shutil
-from collections import Counter
 from pathlib import Path
 
 import duckdb
@@ -67,6 +66,8 @@ TABLES = {
 #: the fit's id (a digest of the indicators' bits, which differ in the last digits).
 ENGINE_COLUMNS = {"fingerprint", "loaded_at", "run_id", "model_run_id"}
 RELATIVE_TOLERANCE = 1e-9
+#: The sample's later month-ends (2,000 customers) are fitted on a sample of this many
+FIT_SAMPLE_SIZE = 800
 
 
 def _value(value):
@@ -127,9 +128,17 @@ def compare(duck: Path, spark, table: str, keys: tuple[str, ...]) -> int:
 
 def build_both(raw_dir: Path, work: Path, tiers: bool = True):
     """Spark's build of ``raw_dir`` (its session) and DuckDB's, from one staged landing;
-    with ``tiers`` False, up to the marts and the audit."""
+    with ``tiers`` False, up to the marts and the audit. A month-end of more than
+    :data:`FIT_SAMPLE_SIZE` customers is fitted on a sample, which each engine draws."""
     logging.getLogger("SQLQueryContextLogger").setLevel(logging.CRITICAL)
-    spark = engine.build(raw_dir, work / "spark", LOAD_DATE, unit_tests=False, tiers=tiers)
+    spark = engine.build(
+        raw_dir,
+        work / "spark",
+        LOAD_DATE,
+        unit_tests=False,
+        tiers=tiers,
+        fit_sample_size=FIT_SAMPLE_SIZE,
+    )
     duck = work / "duck" / "warehouse.duckdb"
     duck.parent.mkdir()
     shutil.copy(work / "spark" / "stage" / "landing.duckdb", duck)
@@ -142,7 +151,7 @@ def build_both(raw_dir: Path, work: Path, tiers: bool = True):
     if not tiers:
         return spark, duck
     with duckdb.connect(str(duck)) as con:  # DuckDB's own marts, graded alike
-        engine.grade_every_month(con, run_id)
+        engine.grade_every_month(con, run_id, fit_sample_size=FIT_SAMPLE_SIZE)
     done = dbt(duck, "build", "--select", *engine.TIER_LAYERS, *no_unit_tests, dbt_vars=dbt_vars)
     assert done.returncode == 0, done.stdout[-3000:]
     return spark, duck
@@ -161,25 +170,34 @@ def test_the_sample_builds_alike_on_both_engines(sample, table):
         assert rows > 0
 
 
-def test_the_fit_sample_is_drawn_in_spark_stratum_by_stratum_as_in_duckdb(sample):
+def test_spark_draws_the_fit_sample_duckdb_draws(sample):
     spark, duck = sample
     with duckdb.connect(str(duck), read_only=True) as con:
         (as_of,) = con.execute("select max(as_of_date) from marts.customer_indicators").fetchone()
-        in_duckdb = draw_fit_sample(con, as_of, 500)
-        strata = dict(
-            con.execute(
-                f"select customer_id, ntile({FIT_SAMPLE_ASSET_GROUPS}) over "
-                "(order by avg_assets, customer_id) || '-' || (trade_count > 0) "
-                "from marts.customer_indicators where as_of_date = ?",
-                [as_of],
-            ).fetchall()
-        )
-    in_spark = engine.draw_fit_sample_in_spark(spark, as_of, 500)
-    assert len(set(in_spark)) == len(in_spark)
-    assert abs(len(in_spark) - 500) <= FIT_SAMPLE_ASSET_GROUPS
-    # the engines hash differently, so other customers, in the same numbers per stratum
-    assert Counter(strata[c] for c in in_spark) == Counter(strata[c] for c in in_duckdb)
-    assert set(in_spark) != set(in_duckdb)
+        in_duckdb = draw_fit_sample(con, as_of, FIT_SAMPLE_SIZE)
+        (customers,) = con.execute(
+            "select count(*) from marts.customer_indicators where as_of_date = ?", [as_of]
+        ).fetchone()
+    in_spark = engine.draw_fit_sample_in_spark(spark, as_of, FIT_SAMPLE_SIZE)
+    # the month-end was graded on this sample, on both engines
+    assert customers > FIT_SAMPLE_SIZE
+    assert abs(len(in_spark) - FIT_SAMPLE_SIZE) <= FIT_SAMPLE_ASSET_GROUPS
+    assert in_spark == in_duckdb
+    spark_grading = duck.parents[1] / "spark" / "stage" / "grading.duckdb"
+    started_on = []
+    for warehouse in (duck, spark_grading):
+        with duckdb.connect(str(warehouse), read_only=True) as con:
+            started_on.append(
+                dict(
+                    con.execute(
+                        "select metric, value from tiers.model_quality where as_of_date = ? "
+                        "and metric in ('n_kmeans_sample', 'n_clustered')",
+                        [as_of],
+                    ).fetchall()
+                )
+            )
+    assert started_on[0] == started_on[1]
+    assert started_on[0]["n_kmeans_sample"] < started_on[0]["n_clustered"]
 
 
 # After the sample's tests (file order): a build replaces Spark's databases in the

@@ -393,7 +393,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--timings", type=Path, metavar="FILE", help="write each step's seconds to FILE as JSON"
     )
+    parser.add_argument(
+        "--fit-sample-size",
+        type=int,
+        default=FIT_SAMPLE_SIZE,
+        metavar="N",
+        help="a month-end of more customers starts K-means on a stratified sample of N, "
+        f"drawn by Spark; 0: never (default {FIT_SAMPLE_SIZE})",
+    )
     args = parser.parse_args(argv)
+    if args.fit_sample_size < 0:
+        parser.error("--fit-sample-size must be 0 (never) or a number of customers")
     timings: dict[str, float] = {}
     # the analysis errors dbt handles (a relation that does not exist yet) stay quiet
     logging.getLogger("SQLQueryContextLogger").setLevel(logging.CRITICAL)
@@ -408,6 +418,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings.overrides,
             unit_tests=not args.no_unit_tests,
             timings=timings,
+            fit_sample_size=args.fit_sample_size or None,
         )
     except (ConfigError, LandingError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -28,7 +28,7 @@ import pytest
 pytest.importorskip("pyspark")
 
 from orchestration import spark as engine  # noqa: E402
-from orchestration.config import REPO_ROOT  # noqa: E402
+from orchestration.config import REPO_ROOT, ConfigError  # noqa: E402
 from orchestration.tiering import FIT_SAMPLE_ASSET_GROUPS, draw_fit_sample  # noqa: E402
 from tests.conftest import LOAD_DATE, dbt, make_landing  # noqa: E402
 
@@ -231,3 +231,17 @@ def test_a_half_copied_file_stops_the_spark_build_naming_it(tmp_path, monkeypatc
     error = capsys.readouterr().err
     assert "trades.csv ends in a cut line" in error
     assert not (tmp_path / "spark" / "warehouse").exists()  # nothing was built
+
+
+def test_the_cli_hands_the_fit_sample_size_to_the_build(tmp_path, monkeypatch, capsys):
+    passed = []
+
+    def stop(*args, **kwargs):
+        passed.append(kwargs["fit_sample_size"])
+        raise ConfigError("stopped before building")
+
+    monkeypatch.setattr(engine, "build", stop)
+    for option in ([], ["--fit-sample-size", "5000"], ["--fit-sample-size", "0"]):
+        assert engine.main(["--dir", str(tmp_path), *option]) == 2
+    assert passed == [engine.FIT_SAMPLE_SIZE, 5000, None]
+    assert "stopped before building" in capsys.readouterr().err

@@ -62,12 +62,11 @@ seeds end on the same segments but for a few customers on a boundary.
 scores of the ``sample`` customers only, judges them by their inertia over every
 customer (the best start on the sample can sit in another basin than the book's
 best), and the final run is over every customer, so the centroids are the full
-book's. Everything else is fitted on every
-customer: the preprocessing and the factor model are one-pass statistics
-(medians, quantiles, moments, the correlation matrix) and the naming reads
-segment means. The starts, ``n_init`` runs over the data, are what the sample
-saves. A warm-started month uses the sample for the fresh fit it is compared
-with.
+book's. Everything else is fitted on every customer: the preprocessing and the
+factor model are one-pass statistics (medians, quantiles, moments, the
+correlation matrix) and the naming reads segment means. The starts, ``n_init``
+runs over the data, are what the sample saves. A warm-started month uses the
+sample for the fresh fit it is compared with.
 
 **Assignment without refit.** ``predict``/``assign`` apply the dormant rule,
 then score and take the nearest centroid; the training rows get exactly the
@@ -127,7 +126,6 @@ TABLE_FORMAT_VERSION = 2
 #: A warm-started K-means fit is kept while its inertia is within this share of a
 #: fresh multi-start fit's.
 WARM_START_TOLERANCE = 0.01
-
 
 MODEL_TABLES = (
     "model_params",
@@ -297,13 +295,13 @@ class TieringModel(BaseEstimator):
         # Fit on the rows sorted by customer id, so the same customers give the
         # same model whatever order they arrive in (K-means starts, the
         # silhouette sample and the winsor quantiles all see the same rows).
-        order = np.argsort(_customer_ids(X), kind="stable")
+        ids = _customer_ids(X)
+        order = np.argsort(ids, kind="stable")
         in_sample = None
         if isinstance(sample, str):
             raise TypeError("sample is an iterable of customer ids, not one id")
         if sample is not None:
             drawn = set(sample)
-            ids = _customer_ids(X)
             in_sample = np.fromiter((i in drawn for i in ids), bool, len(ids))[order]
         with threadpool_limits(limits=1):
             self._fit(X.iloc[order], previous, in_sample)
@@ -389,16 +387,6 @@ class TieringModel(BaseEstimator):
                 tenure >= self.dormant_min_tenure_months
             )
 
-    def _segmenter(self, strict: bool = False) -> KMeansSegmenter:
-        """The K-means of the fit; ``strict`` runs until no customer changes segment."""
-        return KMeansSegmenter(
-            n_clusters=self.n_kmeans_,
-            n_init=self.n_init,
-            max_iter=self.max_iter,
-            tol=0.0 if strict else KMeansSegmenter().tol,
-            random_state=self.random_state,
-        )
-
     def _fresh_segments(self, F: np.ndarray, starts_on: np.ndarray | None) -> KMeansSegmenter:
         """A fresh K-means fit on ``F``: ``n_init`` k-means++ starts on the ``starts_on``
         rows (all rows without it); the one with the lowest inertia over all of ``F``
@@ -425,8 +413,14 @@ class TieringModel(BaseEstimator):
     def _run_to_the_end(
         self, F: np.ndarray, init: np.ndarray, segment_ids: np.ndarray | None = None
     ) -> KMeansSegmenter:
-        """One K-means run over ``F`` from ``init`` until no row changes segment."""
-        segmenter = self._segmenter(strict=True).fit(F, init=init, segment_ids=segment_ids)
+        """One K-means run over ``F`` from ``init`` until no row changes segment (tol 0)."""
+        segmenter = KMeansSegmenter(
+            self.n_kmeans_,
+            n_init=self.n_init,
+            max_iter=self.max_iter,
+            tol=0.0,
+            random_state=self.random_state,
+        ).fit(F, init=init, segment_ids=segment_ids)
         if segmenter.n_iter_ >= self.max_iter:
             warnings.warn(
                 f"K-means stopped after max_iter={self.max_iter} iterations with customers "

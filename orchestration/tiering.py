@@ -242,9 +242,7 @@ FIT_SAMPLE_SIZE = 300_000
 FIT_SAMPLE_ASSET_GROUPS = 10
 
 
-def fit_sample_query(
-    as_of: dt.date, size: int, *, relation: str = "marts.customer_indicators", seed: int = 0
-) -> str:
+def fit_sample_query(as_of: dt.date, size: int, *, seed: int = 0) -> str:
     """SQL for the stratified sample of ``as_of``'s customers, one ``customer_id`` per row.
 
     Strata: the deciles of ``avg_assets`` times whether the customer traded in the
@@ -267,7 +265,7 @@ with month as (
         ) as assets_group,
         coalesce(trade_count, 0) > 0 as traded,
         count(*) over () as customers
-    from {relation}
+    from marts.customer_indicators
     where as_of_date = {month}
 ),
 

@@ -21,15 +21,23 @@ import pytest
 from benchmarks.planted_types import MIXES
 from benchmarks.reference import indicators_duckdb
 from ml import TieringModel
-from orchestration.tiering import FIT_SAMPLE_ASSET_GROUPS, fit_month, fit_sample_query
+from orchestration.tiering import (
+    FIT_SAMPLE_ASSET_GROUPS,
+    fit_month,
+    fit_sample_query,
+    read_indicators,
+)
 from seeds.generate import generate
 from tests.conftest import END, LOAD_DATE
 from tests.test_sql_scoring import score_in_sql
 
-#: (type mix, seed, customers, sample size): seeds no default or sample size was chosen on
+#: (type mix, seed, customers, sample size). The first is the book that showed K-means
+#: stopping at scikit-learn's tolerance (two full fits with other seeds differed on 2 %
+#: of the tiers); the other two were not looked at before this test.
 UNSEEN_BOOKS = (
     ("mass_market", 5151, 30_000, 5_000),
     ("dormant_quarter", 5252, 24_000, 4_000),
+    ("wealthy", 5353, 20_000, 3_000),
 )
 
 
@@ -138,3 +146,12 @@ def test_a_sample_fit_scored_in_sql_gives_the_full_fit_tier(unseen_book, tmp_pat
     assert sample_scores.index.equals(full_scores.index)
     agreement = (sample_scores["model_tier"] == full_scores["model_tier"]).mean()
     assert agreement >= 0.99, f"{agreement:.4f} of the customers keep the full fit's tier"
+
+
+def test_another_kmeans_seed_gives_the_same_tiers(unseen_book):
+    warehouse, _ = unseen_book
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        indicators = read_indicators(con, END)
+    first = TieringModel().fit(indicators)
+    other = TieringModel(random_state=11).fit(indicators)
+    assert (other.tiers_ == first.tiers_).mean() >= 0.995
